@@ -1,0 +1,55 @@
+"""Test-set metrics and the data behind the DVC plots."""
+
+import numpy as np
+from sklearn.metrics import accuracy_score, f1_score, roc_auc_score, roc_curve
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-logits))
+
+
+def expected_calibration_error(labels: np.ndarray, positive_probs: np.ndarray,
+                               bins: int = 15) -> float:
+    """ECE: the confidence-weighted gap between confidence and accuracy, over equal-width bins.
+
+    Confidence is the probability of the predicted class (in [0.5, 1] for two classes).
+    """
+    predictions = positive_probs >= 0.5
+    confidence = np.where(predictions, positive_probs, 1 - positive_probs)
+    correct = predictions == (labels == 1)
+    edges = np.linspace(0, 1, bins + 1)
+    error = 0.0
+    for low, high in zip(edges[:-1], edges[1:]):
+        in_bin = (confidence > low) & (confidence <= high)
+        if in_bin.any():
+            error += in_bin.mean() * abs(confidence[in_bin].mean() - correct[in_bin].mean())
+    return float(error)
+
+
+def classification_metrics(labels: np.ndarray, positive_probs: np.ndarray) -> dict:
+    """accuracy, f1 (positive class), roc_auc and ece for binary labels and P(positive)."""
+    predictions = (positive_probs >= 0.5).astype(int)
+    return {
+        "accuracy": float(accuracy_score(labels, predictions)),
+        "f1": float(f1_score(labels, predictions)),
+        "roc_auc": float(roc_auc_score(labels, positive_probs)),
+        "ece": expected_calibration_error(labels, positive_probs),
+    }
+
+
+def agreement(probs_a: np.ndarray, probs_b: np.ndarray) -> float:
+    """Share of reviews on which two models predict the same class."""
+    return float(((probs_a >= 0.5) == (probs_b >= 0.5)).mean())
+
+
+def roc_rows(labels: np.ndarray, positive_probs: np.ndarray) -> list[dict]:
+    """Points of the ROC curve, for a DVC plot."""
+    fpr, tpr, _ = roc_curve(labels, positive_probs)
+    return [{"fpr": round(float(f), 5), "tpr": round(float(t), 5)} for f, t in zip(fpr, tpr)]
+
+
+def confusion_rows(labels: np.ndarray, positive_probs: np.ndarray) -> list[dict]:
+    """One (actual, predicted) row per review, for DVC's confusion-matrix template."""
+    names = np.array(["negative", "positive"])
+    return [{"actual": actual, "predicted": predicted}
+            for actual, predicted in zip(names[labels], names[(positive_probs >= 0.5).astype(int)])]

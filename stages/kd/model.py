@@ -1,0 +1,89 @@
+"""The TextCNN student (Kim 2014). Pure model code: token ids in, logits out."""
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from kd.errors import PipelineError
+
+
+@dataclass(frozen=True)
+class TextCNNConfig:
+    vocab_size: int  # rows of the embedding table, special tokens included
+    embed_dim: int = 300  # word vector size
+    num_filters: int = 100  # feature maps per kernel size
+    kernel_sizes: tuple[int, ...] = (3, 4, 5)  # n-gram widths, one convolution each
+    dropout: float = 0.5  # on the pooled features, before the output layer
+    pad_id: int = 0  # its embedding stays zero
+
+    def __post_init__(self):
+        object.__setattr__(self, "kernel_sizes", tuple(self.kernel_sizes))
+
+
+class TextCNN(nn.Module):
+    """Embeddings -> parallel 1-D convolutions -> ReLU -> max over time -> dropout -> 1 logit."""
+
+    def __init__(self, config: TextCNNConfig):
+        super().__init__()
+        self.config = config
+        self.embedding = nn.Embedding(config.vocab_size, config.embed_dim,
+                                      padding_idx=config.pad_id)
+        self.convs = nn.ModuleList(
+            nn.Conv1d(config.embed_dim, config.num_filters, kernel_size=width)
+            for width in config.kernel_sizes
+        )
+        self.dropout = nn.Dropout(config.dropout)
+        self.output = nn.Linear(config.num_filters * len(config.kernel_sizes), 1)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Args: input_ids (B, L), L >= the widest kernel. Returns: logits (B,)."""
+        embedded = self.embedding(input_ids).transpose(1, 2)  # (B, E, L): Conv1d wants channels
+        pooled = [conv(embedded).relu().amax(dim=2) for conv in self.convs]  # K x (B, F)
+        features = self.dropout(torch.cat(pooled, dim=1))  # (B, K * F)
+        return self.output(features).squeeze(1)  # (B,)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(parameter.numel() for parameter in model.parameters())
+
+
+def safetensors_parameters(path: str | Path) -> int:
+    """How many parameters a safetensors file holds, read from its header only."""
+    with safe_open(str(path), framework="pt") as handle:
+        return sum(math.prod(handle.get_slice(name).get_shape()) for name in handle.keys())
+
+
+def save_checkpoint(model: TextCNN, path: str | Path, meta: dict) -> None:
+    """Save weights as safetensors, with the model config and `meta` in the file's header."""
+    header = {"config": json.dumps(asdict(model.config)), "meta": json.dumps(meta, sort_keys=True)}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    save_file({name: tensor.contiguous() for name, tensor in model.state_dict().items()},
+              str(path), metadata=header)
+
+
+def load_checkpoint(path: str | Path) -> tuple[TextCNN, dict]:
+    """Rebuild a TextCNN from a checkpoint written by `save_checkpoint` (no pickle involved).
+
+    Returns:
+        (model in eval mode, meta dict).
+
+    Raises:
+        PipelineError: the file is missing or is not a TextCNN checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"{path} not found: run `dvc repro distill` first")
+    with safe_open(str(path), framework="pt") as handle:
+        header = handle.metadata() or {}
+        if "config" not in header:
+            raise PipelineError(f"{path} is not a TextCNN checkpoint: no config in its header")
+        state = {name: handle.get_tensor(name) for name in handle.keys()}
+    model = TextCNN(TextCNNConfig(**json.loads(header["config"])))
+    model.load_state_dict(state)
+    return model.eval(), json.loads(header.get("meta", "{}"))

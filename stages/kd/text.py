@@ -1,0 +1,80 @@
+"""The student's word-level tokenizer (Hugging Face `tokenizers`), built from training text only.
+
+It is saved as one `tokenizer.json` that carries its own normalisation, vocabulary and the
+fixed `max_len` (as its truncation setting), so later stages and serving need nothing else.
+"""
+
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+from kd.errors import PipelineError
+
+PAD_TOKEN, UNK_TOKEN = "[PAD]", "[UNK]"
+PAD_ID = 0  # the first special token; TextCNN's embedding keeps it at zero
+
+
+def build_tokenizer(texts, max_size: int, min_freq: int, max_len: int) -> Tokenizer:
+    """Learn a word vocabulary from `texts`.
+
+    Words are lower-cased, accents stripped, and punctuation split off (BERT's rules), so
+    "Great!" gives "great" and "!"; only the `max_size - 2` most frequent words seen at least
+    `min_freq` times are kept, the rest map to [UNK].
+
+    Args:
+        texts: an iterable of training reviews.
+        max_size: vocabulary size, [PAD] and [UNK] included.
+        min_freq: the fewest occurrences for a word to be kept.
+        max_len: the most tokens a review is encoded to; the rest is cut.
+    """
+    tokenizer = Tokenizer(models.WordLevel(unk_token=UNK_TOKEN))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordLevelTrainer(vocab_size=max_size, min_frequency=min_freq,
+                                        special_tokens=[PAD_TOKEN, UNK_TOKEN], show_progress=False)
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    tokenizer.enable_truncation(max_length=max_len)
+    return tokenizer
+
+
+def load_tokenizer(path: str | Path) -> Tokenizer:
+    """Load a tokenizer saved by the `vocab` stage.
+
+    Raises:
+        PipelineError: the file is missing, or has no truncation (max_len) or [PAD] at id 0.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"{path} not found: run `dvc repro vocab` first")
+    tokenizer = Tokenizer.from_file(str(path))
+    if tokenizer.truncation is None or tokenizer.token_to_id(PAD_TOKEN) != PAD_ID:
+        raise PipelineError(f"{path} was not made by the vocab stage (no max_len or no [PAD] "
+                            f"at id {PAD_ID}); run `dvc repro vocab`")
+    return tokenizer
+
+
+def max_len_of(tokenizer: Tokenizer) -> int:
+    """The fixed number of tokens a review is cut to."""
+    return tokenizer.truncation["max_length"]
+
+
+def encode(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
+    """Token ids of each text, cut to the tokenizer's max_len, without padding."""
+    return [encoding.ids for encoding in tokenizer.encode_batch(list(texts))]
+
+
+def pad_batch(sequences: list[list[int]], min_len: int) -> torch.Tensor:
+    """Right-pad id lists with [PAD] to the longest one, and to at least `min_len`.
+
+    A convolution needs at least as many positions as its kernel is wide, so `min_len` is the
+    widest kernel: an empty or two-word review still gives every filter a value.
+
+    Returns:
+        LongTensor (B, L).
+    """
+    width = max(min_len, max((len(ids) for ids in sequences), default=0))
+    batch = torch.full((len(sequences), width), PAD_ID, dtype=torch.long)
+    for row, ids in enumerate(sequences):
+        batch[row, :len(ids)] = torch.tensor(ids, dtype=torch.long)
+    return batch

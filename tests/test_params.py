@@ -1,0 +1,51 @@
+import pytest
+import yaml
+
+from kd.params import ParamsError, load_params, parse_params
+
+
+def test_committed_params_are_valid():
+    params = load_params("params.yaml")
+    assert 0 <= params.alpha <= 1
+    assert params.kernel_sizes == (3, 4, 5)
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ({"alpha": 1.5}, "`alpha` = 1.5"),
+    ({"alpha": -0.1}, "`alpha` = -0.1"),
+    ({"epochs": 0}, "`epochs` = 0"),
+    ({"subset_size": -3}, "`subset_size` = -3"),
+    ({"kernel_sizes": [3, 500]}, "wider than vocab.max_len = 400"),
+    ({"kernel_sizes": []}, "non-empty list"),
+    ({"temperature": 0}, "`temperature` = 0"),
+    ({"kd_loss": "kl"}, "`kd_loss` = 'kl'"),
+    ({"use_unsup": "yes"}, "`use_unsup` = 'yes'"),
+    ({"teacher": {"head_tokens": 300}}, "`teacher.head_tokens` = 300"),
+    ({"prepare": {"val_fraction": 1.0}}, "`prepare.val_fraction` = 1.0"),
+    ({"student": {"dropout": 1}}, "`student.dropout` = 1"),
+    ({"alpah": 0.5}, "unknown key(s) alpah"),
+    ({"vocab": {"size": 10}}, "unknown key(s) vocab.size"),
+    ({"train": 5}, "`train` must be a mapping"),
+])
+def test_bad_values_name_the_key_and_value(override, message):
+    raw = yaml.safe_load(open("params.yaml"))
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(raw.get(key), dict):
+            raw[key] = {**raw[key], **value}
+        else:
+            raw[key] = value
+    with pytest.raises(ParamsError) as error:
+        parse_params(raw)
+    assert message in str(error.value)
+
+
+def test_malformed_yaml_is_reported(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("alpha: [0.5\nepochs: 3\n")
+    with pytest.raises(ParamsError, match="is not valid YAML"):
+        load_params(path)
+
+
+def test_missing_file_is_reported(tmp_path):
+    with pytest.raises(ParamsError, match="not found"):
+        load_params(tmp_path / "params.yaml")

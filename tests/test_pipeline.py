@@ -1,0 +1,114 @@
+"""The real stages, run by DVC on tiny synthetic reviews with a tiny random BERT teacher."""
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import write_tarball
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+       "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
+       "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com"}
+
+
+def run(root: Path, *command: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, cwd=root, env=ENV, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        pytest.fail(f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def write_params(root: Path, **top_level) -> None:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params.update(epochs=2, **top_level)
+    params["vocab"].update(max_size=200, min_freq=1, max_len=40)
+    params["teacher"].update(max_len=32, head_tokens=8, batch_size=16)
+    params["student"].update(embed_dim=16, num_filters=8)
+    params["train"].update(batch_size=16)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, tiny_teacher) -> Path:
+    root = tmp_path_factory.mktemp("project")
+    shutil.copytree(REPO / "stages", root / "stages",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    shutil.copy(REPO / ".gitignore", root / ".gitignore")
+    write_params(root)
+    write_tarball(root / "data/raw/aclImdb_v1.tar.gz", reviews_per_folder=30, unsup=20)
+    shutil.copytree(tiny_teacher, root / "models/teacher")
+    run(root, "git", "init", "-q")
+    run(root, "dvc", "init", "-q")
+    run(root, "git", "add", "-A")
+    run(root, "git", "commit", "-q", "-m", "tiny project")
+    return root
+
+
+def mlflow_runs(root: Path) -> list[tuple[str, str]]:
+    """(run id, dvc_exp_name tag) of every run in the project's MLflow store."""
+    with sqlite3.connect(root / "mlflow.db") as db:
+        return db.execute("SELECT runs.run_uuid, tags.value FROM runs JOIN tags "
+                          "ON tags.run_uuid = runs.run_uuid AND tags.key = 'dvc_exp_name' "
+                          "ORDER BY runs.start_time").fetchall()
+
+
+def test_repro_runs_every_stage_and_records_the_run(project):
+    run(project, "dvc", "repro")
+    for split in ("train", "val", "test", "unsup"):
+        assert (project / f"data/prepared/{split}.parquet").is_file()
+        assert (project / f"data/teacher/{split}.parquet").is_file()
+    assert (project / "data/vocab/tokenizer.json").is_file()
+    assert {path.name for path in (project / "models/student").iterdir()} == {
+        "epoch_1.safetensors", "epoch_2.safetensors", "best.safetensors"}
+    metrics = json.loads((project / "reports/metrics.json").read_text())
+    assert metrics["test_reviews"] == 60
+    for model in ("teacher", "student"):
+        assert {"accuracy", "f1", "roc_auc", "ece", "params", "size_mb"} <= set(metrics[model])
+        assert 0 <= metrics[model]["accuracy"] <= 1
+    assert 0 <= metrics["student"]["agreement_with_teacher"] <= 1
+    history = (project / "reports/training.csv").read_text().splitlines()
+    assert history[0] == "epoch,train_loss,val_loss,val_accuracy" and len(history) == 3
+    for name in ("roc_student", "roc_teacher", "confusion_student", "confusion_teacher"):
+        assert (project / f"reports/plots/{name}.csv").is_file()
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    assert {"prepare", "vocab", "teacher_infer@test", "distill", "evaluate"} <= set(lock["stages"])
+    assert len(mlflow_runs(project)) == 1
+    assert "dvc.yaml" not in run(project, "dvc", "status").stdout  # everything up to date
+
+
+def test_exp_run_sets_alpha_and_metrics_diff_compares(project):
+    run(project, "git", "add", "-A")
+    run(project, "git", "commit", "-q", "-m", "baseline run")
+    teacher_logits = (project / "data/teacher/train.parquet").stat().st_mtime_ns
+    result = run(project, "dvc", "exp", "run", "-S", "alpha=0.7")
+    assert "Running stage 'teacher_infer" not in result.stdout  # student params only
+    assert (project / "data/teacher/train.parquet").stat().st_mtime_ns == teacher_logits
+    assert yaml.safe_load((project / "params.yaml").read_text())["alpha"] == 0.7
+
+    diff = json.loads(run(project, "dvc", "metrics", "diff", "--all", "--json").stdout)
+    changes = diff["reports/metrics.json"]
+    assert {"student.accuracy", "teacher.accuracy", "test_reviews"} <= set(changes)
+    assert changes["test_reviews"]["new"] == 60
+
+    runs = mlflow_runs(project)
+    assert len(runs) == 2
+    experiments = json.loads(run(project, "dvc", "exp", "show", "--json").stdout)
+    names = {exp["name"] for entry in experiments for exp in entry.get("experiments") or []}
+    assert runs[-1][1] in names
+
+
+def test_bad_params_stop_the_run_and_keep_the_teacher_logits(project):
+    before = {path: path.stat().st_mtime_ns for path in (project / "data/teacher").iterdir()}
+    write_params(project, alpha=1.5)
+    result = run(project, "dvc", "repro", check=False)
+    assert result.returncode != 0
+    assert "`alpha` = 1.5 is not allowed; it must be a number in [0, 1]" in result.stderr
+    assert {path: path.stat().st_mtime_ns for path in (project / "data/teacher").iterdir()} == before
