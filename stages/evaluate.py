@@ -5,12 +5,10 @@ import csv
 import json
 from pathlib import Path
 
-import numpy as np
-
 from kd.errors import PipelineError, exit_on_error
 from kd.examples import file_sha256, load_examples
-from kd.metrics import agreement, classification_metrics, confusion_rows, roc_rows, sigmoid
 from kd.losses import teacher_margin
+from kd.metrics import agreement, classification_metrics, confusion_rows, roc_rows, sigmoid
 from kd.model import count_parameters, load_checkpoint, safetensors_parameters
 from kd.params import load_params
 from kd.text import load_tokenizer

@@ -22,7 +22,7 @@ def make_review(rng: random.Random, label: int) -> str:
 
 def write_tarball(path: Path, reviews_per_folder: int = 20, unsup: int = 10, seed: int = 0,
                   folders=("train/pos", "train/neg", "test/pos", "test/neg")) -> Path:
-    """An aclImdb_v1.tar.gz with Stanford's layout: aclImdb/<split>/<pos|neg|unsup>/ID_RATING.txt."""
+    """A tarball in Stanford's layout: aclImdb/<split>/<pos|neg|unsup>/ID_RATING.txt."""
     rng = random.Random(seed)
 
     def add(archive: tarfile.TarFile, name: str, text: str) -> None:

@@ -3,10 +3,17 @@ import shutil
 from collections import Counter
 
 import pytest
-from conftest import write_tarball
 
-from kd.data import (DataError, clean_text, fingerprint, load_split, make_splits, read_tarball,
-                     save_split)
+from conftest import write_tarball
+from kd.data import (
+    DataError,
+    clean_text,
+    fingerprint,
+    load_split,
+    make_splits,
+    read_tarball,
+    save_split,
+)
 
 
 def test_reads_ids_labels_ratings_and_cleans_text(tarball):

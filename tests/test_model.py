@@ -1,7 +1,13 @@
 import torch
 
-from kd.model import (TextCNN, TextCNNConfig, count_parameters, load_checkpoint,
-                      safetensors_parameters, save_checkpoint)
+from kd.model import (
+    TextCNN,
+    TextCNNConfig,
+    count_parameters,
+    load_checkpoint,
+    safetensors_parameters,
+    save_checkpoint,
+)
 
 
 def test_forward_gives_one_logit_per_review():

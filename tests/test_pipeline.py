@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from conftest import write_tarball
 
 REPO = Path(__file__).resolve().parents[1]
@@ -111,4 +112,5 @@ def test_bad_params_stop_the_run_and_keep_the_teacher_logits(project):
     result = run(project, "dvc", "repro", check=False)
     assert result.returncode != 0
     assert "`alpha` = 1.5 is not allowed; it must be a number in [0, 1]" in result.stderr
-    assert {path: path.stat().st_mtime_ns for path in (project / "data/teacher").iterdir()} == before
+    after = {path: path.stat().st_mtime_ns for path in (project / "data/teacher").iterdir()}
+    assert after == before

@@ -5,10 +5,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import write_tiny_teacher
 
-from kd.teacher import (TeacherError, check_teacher, load_soft_labels, load_teacher,
-                        positive_index, save_soft_labels, score)
+from conftest import write_tiny_teacher
+from kd.teacher import (
+    TeacherError,
+    check_teacher,
+    load_soft_labels,
+    load_teacher,
+    positive_index,
+    save_soft_labels,
+    score,
+)
 
 
 def test_missing_teacher_says_dvc_pull(tmp_path):

@@ -131,7 +131,7 @@ def make_splits(reviews: dict[str, list[dict]], subset_size: int, test_size: int
 def fingerprint(dataset: Dataset) -> str:
     """sha256 over every review's id and text: what soft labels and checkpoints are tied to."""
     digest = hashlib.sha256()
-    for review_id, text in zip(dataset["id"], dataset["text"]):
+    for review_id, text in zip(dataset["id"], dataset["text"], strict=True):
         digest.update(review_id.encode())
         digest.update(b"\0")
         digest.update(text.encode())

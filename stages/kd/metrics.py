@@ -19,7 +19,7 @@ def expected_calibration_error(labels: np.ndarray, positive_probs: np.ndarray,
     correct = predictions == (labels == 1)
     edges = np.linspace(0, 1, bins + 1)
     error = 0.0
-    for low, high in zip(edges[:-1], edges[1:]):
+    for low, high in zip(edges[:-1], edges[1:], strict=True):
         in_bin = (confidence > low) & (confidence <= high)
         if in_bin.any():
             error += in_bin.mean() * abs(confidence[in_bin].mean() - correct[in_bin].mean())
@@ -45,11 +45,12 @@ def agreement(probs_a: np.ndarray, probs_b: np.ndarray) -> float:
 def roc_rows(labels: np.ndarray, positive_probs: np.ndarray) -> list[dict]:
     """Points of the ROC curve, for a DVC plot."""
     fpr, tpr, _ = roc_curve(labels, positive_probs)
-    return [{"fpr": round(float(f), 5), "tpr": round(float(t), 5)} for f, t in zip(fpr, tpr)]
+    return [{"fpr": round(float(false_pos), 5), "tpr": round(float(true_pos), 5)}
+            for false_pos, true_pos in zip(fpr, tpr, strict=True)]
 
 
 def confusion_rows(labels: np.ndarray, positive_probs: np.ndarray) -> list[dict]:
     """One (actual, predicted) row per review, for DVC's confusion-matrix template."""
     names = np.array(["negative", "positive"])
-    return [{"actual": actual, "predicted": predicted}
-            for actual, predicted in zip(names[labels], names[(positive_probs >= 0.5).astype(int)])]
+    actual, predicted = names[labels], names[(positive_probs >= 0.5).astype(int)]
+    return [{"actual": a, "predicted": p} for a, p in zip(actual, predicted, strict=True)]

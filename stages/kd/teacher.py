@@ -114,7 +114,8 @@ def load_teacher(path: str | Path):
     return model.eval(), tokenizer, identity
 
 
-def encode_head_tail(tokenizer, texts: list[str], max_len: int, head_tokens: int) -> list[list[int]]:
+def encode_head_tail(tokenizer, texts: list[str], max_len: int,
+                     head_tokens: int) -> list[list[int]]:
     """Tokenize reviews for the teacher: head+tail truncation, then [CLS] ... [SEP].
 
     BERT-family tokenizers name their start and end tokens cls/sep (RoBERTa's <s> and </s> too).
