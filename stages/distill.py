@@ -1,49 +1,77 @@
-"""Stage `distill`: train the TextCNN student on labels and the teacher's soft labels."""
+"""Stage `distill`: train the TextCNN student on labels and the teacher's soft labels.
+
+With `--no-kd` it trains the same student on labels alone (alpha = 1, no transfer set, no
+teacher files read): the `distill_no_kd` baseline that tells what the teacher bought.
+"""
 
 import argparse
 import csv
 from pathlib import Path
 
-from kd.errors import exit_on_error
+from kd.errors import PipelineError, exit_on_error
 from kd.examples import file_sha256, load_examples
-from kd.model import TextCNN, TextCNNConfig, count_parameters, save_checkpoint
+from kd.model import TextCNN, TextCNNConfig, count_parameters, read_word_embeddings, save_checkpoint
 from kd.params import load_params
 from kd.teacher import read_soft_label_meta
 from kd.text import load_tokenizer
 from kd.train import FitConfig, fit
 
 
-@exit_on_error
-def main(data_dir: str, teacher_dir: str, tokenizer_path: str, out_dir: str,
-         history_path: str, alpha: float | None) -> None:
-    params = load_params()
-    alpha = params.alpha if alpha is None else alpha
-    tokenizer = load_tokenizer(tokenizer_path)
-    # Every split must come from the teacher that scored the training split.
-    teacher = read_soft_label_meta(Path(teacher_dir) / "train.parquet")
-    splits = ["train", "val"] + (["unsup"] if params.use_unsup else [])
-    examples, fingerprints = {}, {}
-    for split in splits:
-        examples[split], fingerprints[split] = load_examples(
-            split, tokenizer, data_dir, teacher_dir, teacher["teacher_sha256"])
-    train = examples["train"].concat(examples["unsup"]) if params.use_unsup else examples["train"]
-
-    config = TextCNNConfig(vocab_size=tokenizer.get_vocab_size(),
-                           embed_dim=params.student.embed_dim,
+def build_student(params, vocab_size: int) -> TextCNN:
+    """The TextCNN of `params`, its embeddings copied from the teacher's if asked for."""
+    config = TextCNNConfig(vocab_size=vocab_size, embed_dim=params.student.embed_dim,
                            num_filters=params.student.num_filters,
                            kernel_sizes=params.kernel_sizes, dropout=params.student.dropout)
     model = TextCNN(config)
+    if params.student.init_embeddings == "teacher":
+        embeddings = read_word_embeddings(params.teacher.path)  # (V, H)
+        if tuple(embeddings.shape) != tuple(model.embedding.weight.shape):
+            raise PipelineError(
+                f"the teacher's word embeddings are {tuple(embeddings.shape)} but the student's "
+                f"are {tuple(model.embedding.weight.shape)}: set student.embed_dim = "
+                f"{embeddings.shape[1]} with vocab.source = teacher")
+        model.embedding.weight.data.copy_(embeddings)
+        model.embedding.weight.data[config.pad_id] = 0
+    return model
+
+
+def _write_history(path: str, history: list[dict]) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+
+
+@exit_on_error
+def main(data_dir: str, teacher_dir: str, tokenizer_path: str, out_dir: str,
+         history_path: str, no_kd: bool) -> None:
+    params = load_params()
+    alpha = 1.0 if no_kd else params.alpha
+    use_unsup = params.use_unsup and not no_kd
+    tokenizer = load_tokenizer(tokenizer_path)
+    # Every split must come from the teacher that scored the training split.
+    teacher = {} if no_kd else read_soft_label_meta(Path(teacher_dir) / "train.parquet")
+    examples, fingerprints = {}, {}
+    for split in ["train", "val"] + (["unsup"] if use_unsup else []):
+        examples[split], fingerprints[split] = load_examples(
+            split, tokenizer, data_dir, None if no_kd else teacher_dir,
+            teacher.get("teacher_sha256"))
+    train = examples["train"].concat(examples["unsup"]) if use_unsup else examples["train"]
+
+    model = build_student(params, tokenizer.get_vocab_size())
     meta = {
-        "teacher_sha256": teacher["teacher_sha256"],
-        "teacher_truncation": teacher["truncation"],
+        "teacher_sha256": teacher.get("teacher_sha256"),
+        "teacher_truncation": teacher.get("truncation"),
         "tokenizer_sha256": file_sha256(tokenizer_path),
         "data_fingerprints": fingerprints,
         "alpha": alpha,
+        "use_unsup": use_unsup,
         "params": params.to_dict(),
     }
     print(f"student: {count_parameters(model):,} parameters; {len(train)} training reviews "
-          f"({'with' if params.use_unsup else 'without'} the unlabelled transfer set), "
-          f"{len(examples['val'])} validation reviews")
+          f"({'with' if use_unsup else 'without'} the unlabelled transfer set), "
+          f"{len(examples['val'])} validation reviews, alpha = {alpha}")
 
     out = Path(out_dir)
     best_accuracy = -1.0
@@ -61,12 +89,7 @@ def main(data_dir: str, teacher_dir: str, tokenizer_path: str, out_dir: str,
     fit_config = FitConfig(epochs=params.epochs, batch_size=params.train.batch_size,
                            lr=params.train.lr, alpha=alpha, temperature=params.temperature,
                            kd_loss=params.kd_loss, seed=params.seed)
-    history = fit(model, train, examples["val"], fit_config, on_epoch)
-    Path(history_path).parent.mkdir(parents=True, exist_ok=True)
-    with open(history_path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(history[0]))
-        writer.writeheader()
-        writer.writerows(history)
+    _write_history(history_path, fit(model, train, examples["val"], fit_config, on_epoch))
     print(f"best val accuracy {100 * best_accuracy:.2f}% -> {out / 'best.safetensors'}")
 
 
@@ -77,7 +100,7 @@ if __name__ == "__main__":
     parser.add_argument("--tokenizer", default="data/vocab/tokenizer.json")
     parser.add_argument("--out-dir", default="models/student")
     parser.add_argument("--history", default="reports/training.csv")
-    parser.add_argument("--alpha", type=float, default=None,
-                        help="override params.yaml's alpha (1.0 trains on labels alone)")
+    parser.add_argument("--no-kd", action="store_true",
+                        help="train on labels alone (alpha = 1, no transfer set, no teacher)")
     args = parser.parse_args()
-    main(args.data_dir, args.teacher_dir, args.tokenizer, args.out_dir, args.history, args.alpha)
+    main(args.data_dir, args.teacher_dir, args.tokenizer, args.out_dir, args.history, args.no_kd)

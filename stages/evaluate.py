@@ -1,14 +1,24 @@
-"""Stage `evaluate`: teacher and student on the test split -> metrics, plots and an MLflow run."""
+"""Stage `evaluate`: teacher, student and baselines on the test split -> metrics, plots, MLflow."""
 
 import argparse
 import csv
 import json
 from pathlib import Path
 
+import numpy as np
+import pyarrow.parquet as pq
+
 from kd.errors import PipelineError, exit_on_error
 from kd.examples import file_sha256, load_examples
 from kd.losses import teacher_margin
-from kd.metrics import agreement, classification_metrics, confusion_rows, roc_rows, sigmoid
+from kd.metrics import (
+    agreement,
+    classification_metrics,
+    confusion_rows,
+    reliability_rows,
+    roc_rows,
+    sigmoid,
+)
 from kd.model import count_parameters, load_checkpoint, safetensors_parameters
 from kd.params import load_params
 from kd.text import load_tokenizer
@@ -24,51 +34,82 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
-@exit_on_error
-def main(data_dir: str, teacher_dir: str, tokenizer_path: str, checkpoint: str,
-         history_path: str, metrics_path: str, plots_dir: str) -> None:
-    params = load_params()
+def _read_history(path: str) -> list[dict]:
+    with open(path) as handle:
+        return [{key: int(value) if key == "epoch" else float(value) for key, value in row.items()}
+                for row in csv.DictReader(handle)]
+
+
+def _load_student(checkpoint: str, tokenizer_sha256: str):
+    """The checkpoint's model and metadata, refused if it was trained with another tokenizer."""
     model, meta = load_checkpoint(checkpoint)
-    if meta.get("tokenizer_sha256") != file_sha256(tokenizer_path):
-        raise PipelineError(f"{checkpoint} was trained with another tokenizer than "
-                            f"{tokenizer_path}; run `dvc repro distill`")
-    test, _ = load_examples("test", load_tokenizer(tokenizer_path), data_dir, teacher_dir,
-                            teacher_sha256=meta["teacher_sha256"])
+    if meta.get("tokenizer_sha256") != tokenizer_sha256:
+        raise PipelineError(f"{checkpoint} was trained with another tokenizer than the current "
+                            "one; run `dvc repro`")
+    return model, {"params": count_parameters(model),
+                   "size_mb": round(Path(checkpoint).stat().st_size / 1e6, 2), **meta}
+
+
+def _baseline_probs(path: str, ids: list[str], data_fingerprint: str) -> tuple[np.ndarray, dict]:
+    if not Path(path).is_file():
+        raise PipelineError(f"{path} not found: run `dvc repro baseline_tfidf`")
+    table = pq.read_table(path)
+    meta = json.loads(table.schema.metadata[b"kd.baseline"])
+    if meta["data_fingerprint"] != data_fingerprint:
+        raise PipelineError(f"{path} scored other test reviews than the prepared split; "
+                            "run `dvc repro baseline_tfidf`")
+    prob_of = dict(zip(table.column("id").to_pylist(), table.column("positive_prob").to_pylist(),
+                       strict=True))
+    return np.array([prob_of[review_id] for review_id in ids]), meta
+
+
+@exit_on_error
+def main(args: argparse.Namespace) -> None:
+    params = load_params()
+    tokenizer_sha256 = file_sha256(args.tokenizer)
+    student_model, student = _load_student(args.checkpoint, tokenizer_sha256)
+    no_kd_model, no_kd = _load_student(args.no_kd_checkpoint, tokenizer_sha256)
+    # The test logits must come from the teacher the student learned from.
+    test, test_fingerprint = load_examples("test", load_tokenizer(args.tokenizer), args.data_dir,
+                                           args.teacher_dir, student["teacher_sha256"])
     labels = test.labels
     teacher_probs = sigmoid(teacher_margin(test.teacher_logits))
-    student_probs = sigmoid(predict_logits(model, test.input_ids))
+    student_probs = sigmoid(predict_logits(student_model, test.input_ids))
+    no_kd_probs = sigmoid(predict_logits(no_kd_model, test.input_ids))
+    tfidf_probs, tfidf = _baseline_probs(args.tfidf, test.ids, test_fingerprint)
 
-    teacher_path = Path(params.teacher.path)
-    teacher_weights = sorted(teacher_path.glob("*.safetensors"))
-    metrics = {
-        "test_reviews": len(test),
+    teacher_weights = sorted(Path(params.teacher.path).glob("*.safetensors"))
+    rows = {
         "teacher": {
-            **classification_metrics(labels, teacher_probs),
             "params": sum(safetensors_parameters(path) for path in teacher_weights),
             "size_mb": round(sum(path.stat().st_size for path in teacher_weights) / 1e6, 2),
         },
-        "student": {
-            **classification_metrics(labels, student_probs),
-            "agreement_with_teacher": agreement(student_probs, teacher_probs),
-            "params": count_parameters(model),
-            "size_mb": round(Path(checkpoint).stat().st_size / 1e6, 2),
-        },
+        "student": {"agreement_with_teacher": agreement(student_probs, teacher_probs),
+                    "params": student["params"], "size_mb": student["size_mb"]},
+        "student_no_kd": {"agreement_with_teacher": agreement(no_kd_probs, teacher_probs),
+                          "params": no_kd["params"], "size_mb": no_kd["size_mb"]},
+        "tfidf_lr": {"params": tfidf["features"] + 1},
     }
-    Path(metrics_path).parent.mkdir(parents=True, exist_ok=True)
-    Path(metrics_path).write_text(json.dumps(metrics, indent=2) + "\n")
-    plots = Path(plots_dir)
-    for name, probs in (("teacher", teacher_probs), ("student", student_probs)):
-        _write_csv(plots / f"roc_{name}.csv", roc_rows(labels, probs))
-        _write_csv(plots / f"confusion_{name}.csv", confusion_rows(labels, probs))
+    probs = {"teacher": teacher_probs, "student": student_probs, "student_no_kd": no_kd_probs,
+             "tfidf_lr": tfidf_probs}
+    metrics = {"test_reviews": len(test)}
+    for name, model_probs in probs.items():
+        metrics[name] = {**classification_metrics(labels, model_probs), **rows[name]}
+    metrics["kd_gain"] = metrics["student"]["accuracy"] - metrics["student_no_kd"]["accuracy"]
+    metrics["teacher_retention"] = metrics["student"]["accuracy"] / metrics["teacher"]["accuracy"]
+
+    Path(args.metrics).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.metrics).write_text(json.dumps(metrics, indent=2) + "\n")
+    plots = Path(args.plots_dir)
+    for name, model_probs in probs.items():
+        _write_csv(plots / f"roc_{name}.csv", roc_rows(labels, model_probs))
+        _write_csv(plots / f"reliability_{name}.csv", reliability_rows(labels, model_probs))
+    for name in ("teacher", "student"):
+        _write_csv(plots / f"confusion_{name}.csv", confusion_rows(labels, probs[name]))
     print(json.dumps(metrics, indent=2))
 
-    with open(history_path) as handle:
-        history = [{key: float(value) for key, value in row.items()}
-                   for row in csv.DictReader(handle)]
-    for row in history:
-        row["epoch"] = int(row["epoch"])
-    run_id = log_pipeline_run(params.to_dict(), history, metrics,
-                              artifacts=[checkpoint, tokenizer_path, metrics_path])
+    run_id = log_pipeline_run(params.to_dict(), _read_history(args.history), metrics,
+                              artifacts=[args.checkpoint, args.tokenizer, args.metrics])
     print(f"MLflow run {run_id} (see `mlflow ui`)")
 
 
@@ -78,9 +119,9 @@ if __name__ == "__main__":
     parser.add_argument("--teacher-dir", default="data/teacher")
     parser.add_argument("--tokenizer", default="data/vocab/tokenizer.json")
     parser.add_argument("--checkpoint", default="models/student/best.safetensors")
+    parser.add_argument("--no-kd-checkpoint", default="models/student_no_kd/best.safetensors")
+    parser.add_argument("--tfidf", default="data/baselines/tfidf_lr.parquet")
     parser.add_argument("--history", default="reports/training.csv")
     parser.add_argument("--metrics", default="reports/metrics.json")
     parser.add_argument("--plots-dir", default="reports/plots")
-    args = parser.parse_args()
-    main(args.data_dir, args.teacher_dir, args.tokenizer, args.checkpoint, args.history,
-         args.metrics, args.plots_dir)
+    main(parser.parse_args())

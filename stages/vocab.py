@@ -1,4 +1,5 @@
-"""Stage `vocab`: the student's word-level tokenizer, learned from the training split only."""
+"""Stage `vocab`: the student's tokenizer: words learned from the training split only, or the
+teacher's word pieces (`vocab.source`)."""
 
 import argparse
 from pathlib import Path
@@ -6,15 +7,19 @@ from pathlib import Path
 from kd.data import load_split
 from kd.errors import exit_on_error
 from kd.params import load_params
-from kd.text import build_tokenizer
+from kd.text import build_tokenizer, teacher_tokenizer
 
 
 @exit_on_error
 def main(train_path: str, out_path: str) -> None:
-    params = load_params().vocab
-    train = load_split(train_path)
-    tokenizer = build_tokenizer(train["text"], max_size=params.max_size,
-                                min_freq=params.min_freq, max_len=params.max_len)
+    all_params = load_params()
+    params = all_params.vocab
+    if params.source == "teacher":
+        tokenizer = teacher_tokenizer(all_params.teacher.path, max_len=params.max_len)
+    else:
+        train = load_split(train_path)
+        tokenizer = build_tokenizer(train["text"], max_size=params.max_size,
+                                    min_freq=params.min_freq, max_len=params.max_len)
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     tokenizer.save(out_path)
     print(f"vocab: {tokenizer.get_vocab_size()} tokens, max_len {params.max_len} -> {out_path}")

@@ -67,20 +67,31 @@ def test_repro_runs_every_stage_and_records_the_run(project):
         assert (project / f"data/prepared/{split}.parquet").is_file()
         assert (project / f"data/teacher/{split}.parquet").is_file()
     assert (project / "data/vocab/tokenizer.json").is_file()
-    assert {path.name for path in (project / "models/student").iterdir()} == {
-        "epoch_1.safetensors", "epoch_2.safetensors", "best.safetensors"}
+    for student in ("student", "student_no_kd"):
+        assert {path.name for path in (project / "models" / student).iterdir()} == {
+            "epoch_1.safetensors", "epoch_2.safetensors", "best.safetensors"}
+    assert (project / "data/baselines/tfidf_lr.parquet").is_file()
     metrics = json.loads((project / "reports/metrics.json").read_text())
     assert metrics["test_reviews"] == 60
-    for model in ("teacher", "student"):
-        assert {"accuracy", "f1", "roc_auc", "ece", "params", "size_mb"} <= set(metrics[model])
+    for model in ("teacher", "student", "student_no_kd", "tfidf_lr"):
+        assert {"accuracy", "f1", "roc_auc", "ece", "params"} <= set(metrics[model])
         assert 0 <= metrics[model]["accuracy"] <= 1
+    for model in ("teacher", "student", "student_no_kd"):
+        assert metrics[model]["size_mb"] > 0
+    assert metrics["student"]["params"] == metrics["student_no_kd"]["params"]
     assert 0 <= metrics["student"]["agreement_with_teacher"] <= 1
+    assert metrics["kd_gain"] == pytest.approx(
+        metrics["student"]["accuracy"] - metrics["student_no_kd"]["accuracy"])
+    assert metrics["teacher_retention"] == pytest.approx(
+        metrics["student"]["accuracy"] / metrics["teacher"]["accuracy"])
     history = (project / "reports/training.csv").read_text().splitlines()
     assert history[0] == "epoch,train_loss,val_loss,val_accuracy" and len(history) == 3
-    for name in ("roc_student", "roc_teacher", "confusion_student", "confusion_teacher"):
+    for name in ("roc_student", "roc_teacher", "roc_tfidf_lr", "reliability_student_no_kd",
+                 "confusion_student", "confusion_teacher"):
         assert (project / f"reports/plots/{name}.csv").is_file()
     lock = yaml.safe_load((project / "dvc.lock").read_text())
-    assert {"prepare", "vocab", "teacher_infer@test", "distill", "evaluate"} <= set(lock["stages"])
+    assert {"prepare", "vocab", "teacher_infer@test", "teacher_infer@unsup", "distill",
+            "distill_no_kd", "baseline_tfidf", "evaluate"} <= set(lock["stages"])
     assert len(mlflow_runs(project)) == 1
     assert "dvc.yaml" not in run(project, "dvc", "status").stdout  # everything up to date
 
@@ -104,6 +115,14 @@ def test_exp_run_sets_alpha_and_metrics_diff_compares(project):
     experiments = json.loads(run(project, "dvc", "exp", "show", "--json").stdout)
     names = {exp["name"] for entry in experiments for exp in entry.get("experiments") or []}
     assert runs[-1][1] in names
+
+
+def test_transfer_set_and_temperature_retrain_only_the_student(project):
+    result = run(project, "dvc", "exp", "run", "-S", "use_unsup=true", "-S", "temperature=2")
+    assert "Running stage 'distill'" in result.stdout
+    for stage in ("teacher_infer", "distill_no_kd", "baseline_tfidf"):
+        assert f"Running stage '{stage}" not in result.stdout
+    assert "74 training reviews (with the unlabelled transfer set)" in result.stdout
 
 
 def test_bad_params_stop_the_run_and_keep_the_teacher_logits(project):

@@ -33,7 +33,7 @@ def file_sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def load_examples(split: str, tokenizer, data_dir: str | Path, teacher_dir: str | Path,
+def load_examples(split: str, tokenizer, data_dir: str | Path, teacher_dir: str | Path | None,
                   teacher_sha256: str | None = None) -> tuple[Examples, str]:
     """Load a prepared split, encode it, and attach the teacher's logits for it.
 
@@ -41,7 +41,8 @@ def load_examples(split: str, tokenizer, data_dir: str | Path, teacher_dir: str 
         split: "train", "val", "test" or "unsup".
         tokenizer: the student's tokenizer.
         data_dir: folder of the prepared splits.
-        teacher_dir: folder of the soft labels.
+        teacher_dir: folder of the soft labels; None gives zero logits (training on labels
+            alone needs no teacher).
         teacher_sha256: if given, the soft labels must come from this teacher.
 
     Returns:
@@ -57,7 +58,10 @@ def load_examples(split: str, tokenizer, data_dir: str | Path, teacher_dir: str 
     if teacher_sha256 is not None:
         expected["teacher_sha256"] = teacher_sha256
     ids = list(dataset["id"])
-    teacher_logits = load_soft_labels(Path(teacher_dir) / f"{split}.parquet", ids, expected)
+    if teacher_dir is None:
+        teacher_logits = np.zeros((len(ids), 2), dtype=np.float32)
+    else:
+        teacher_logits = load_soft_labels(Path(teacher_dir) / f"{split}.parquet", ids, expected)
     examples = Examples(ids, encode(tokenizer, dataset["text"]),
                         np.asarray(dataset["label"], dtype=np.int64), teacher_logits)
     return examples, data_fingerprint

@@ -8,9 +8,8 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-logits))
 
 
-def expected_calibration_error(labels: np.ndarray, positive_probs: np.ndarray,
-                               bins: int = 15) -> float:
-    """ECE: the confidence-weighted gap between confidence and accuracy, over equal-width bins.
+def _confidence_bins(labels: np.ndarray, positive_probs: np.ndarray, bins: int):
+    """Per equal-width confidence bin: (share of reviews, mean confidence, accuracy).
 
     Confidence is the probability of the predicted class (in [0.5, 1] for two classes).
     """
@@ -18,12 +17,25 @@ def expected_calibration_error(labels: np.ndarray, positive_probs: np.ndarray,
     confidence = np.where(predictions, positive_probs, 1 - positive_probs)
     correct = predictions == (labels == 1)
     edges = np.linspace(0, 1, bins + 1)
-    error = 0.0
     for low, high in zip(edges[:-1], edges[1:], strict=True):
         in_bin = (confidence > low) & (confidence <= high)
         if in_bin.any():
-            error += in_bin.mean() * abs(confidence[in_bin].mean() - correct[in_bin].mean())
-    return float(error)
+            yield in_bin.mean(), confidence[in_bin].mean(), correct[in_bin].mean()
+
+
+def expected_calibration_error(labels: np.ndarray, positive_probs: np.ndarray,
+                               bins: int = 15) -> float:
+    """ECE: the share-weighted gap between confidence and accuracy over equal-width bins."""
+    return float(sum(share * abs(confidence - accuracy) for share, confidence, accuracy
+                     in _confidence_bins(labels, positive_probs, bins)))
+
+
+def reliability_rows(labels: np.ndarray, positive_probs: np.ndarray,
+                     bins: int = 15) -> list[dict]:
+    """The reliability diagram: accuracy against mean confidence per bin, for a DVC plot."""
+    return [{"confidence": round(float(confidence), 4), "accuracy": round(float(accuracy), 4),
+             "share": round(float(share), 4)}
+            for share, confidence, accuracy in _confidence_bins(labels, positive_probs, bins)]
 
 
 def classification_metrics(labels: np.ndarray, positive_probs: np.ndarray) -> dict:

@@ -59,6 +59,21 @@ def safetensors_parameters(path: str | Path) -> int:
         return sum(math.prod(handle.get_slice(name).get_shape()) for name in handle.keys())
 
 
+def read_word_embeddings(weights_dir: str | Path) -> torch.Tensor:
+    """A transformer's input word embeddings, (vocab, hidden), read from its safetensors.
+
+    Raises:
+        PipelineError: no tensor named *word_embeddings.weight in the folder's safetensors.
+    """
+    for path in sorted(Path(weights_dir).glob("*.safetensors")):
+        with safe_open(str(path), framework="pt") as handle:
+            for name in handle.keys():
+                if name.endswith("word_embeddings.weight"):
+                    return handle.get_tensor(name).float()
+    raise PipelineError(f"no *word_embeddings.weight tensor in {weights_dir}/*.safetensors; "
+                        "use student.init_embeddings = random")
+
+
 def save_checkpoint(model: TextCNN, path: str | Path, meta: dict) -> None:
     """Save weights as safetensors, with the model config and `meta` in the file's header."""
     header = {"config": json.dumps(asdict(model.config)), "meta": json.dumps(meta, sort_keys=True)}

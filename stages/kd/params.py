@@ -44,11 +44,14 @@ class PrepareParams:
 
 @dataclass(frozen=True)
 class VocabParams:
+    source: str = "words"  # "words": learned from train; "teacher": the teacher's word pieces
     max_size: int = 30000  # words kept, special tokens included
     min_freq: int = 2  # rarer training words map to [UNK]
     max_len: int = 400  # words per review seen by the student
 
     def __post_init__(self):
+        _require(self.source in ("words", "teacher"), "vocab.source", self.source,
+                 "it must be words or teacher")
         _require(_is_int(self.max_size) and self.max_size >= 3, "vocab.max_size", self.max_size,
                  "it must be an integer >= 3 (two special tokens and one word)")
         _require(_is_int(self.min_freq) and self.min_freq >= 1, "vocab.min_freq", self.min_freq,
@@ -81,6 +84,7 @@ class StudentParams:
     embed_dim: int = 300
     num_filters: int = 100  # per kernel size
     dropout: float = 0.5
+    init_embeddings: str = "random"  # "teacher": start from the teacher's word-piece embeddings
 
     def __post_init__(self):
         _require(_is_int(self.embed_dim) and self.embed_dim >= 1, "student.embed_dim",
@@ -89,6 +93,8 @@ class StudentParams:
                  self.num_filters, "it must be an integer >= 1")
         _require(_is_number(self.dropout) and 0 <= self.dropout < 1, "student.dropout",
                  self.dropout, "it must be a number in [0, 1)")
+        _require(self.init_embeddings in ("random", "teacher"), "student.init_embeddings",
+                 self.init_embeddings, "it must be random or teacher")
 
 
 @dataclass(frozen=True)
@@ -101,6 +107,21 @@ class TrainParams:
                  self.batch_size, "it must be an integer >= 1")
         _require(_is_number(self.lr) and self.lr > 0, "train.lr", self.lr,
                  "it must be a number > 0")
+
+
+@dataclass(frozen=True)
+class BaselineParams:
+    tfidf_c_grid: tuple[float, ...] = (1.0, 4.0, 16.0)  # inverse L2 strengths tried on val
+    tfidf_min_df: int = 2  # n-grams in fewer training reviews are dropped
+
+    def __post_init__(self):
+        grid = self.tfidf_c_grid
+        _require(isinstance(grid, (list, tuple)) and len(grid) > 0
+                 and all(_is_number(c) and c > 0 for c in grid),
+                 "baselines.tfidf_c_grid", grid, "it must be a non-empty list of numbers > 0")
+        _require(_is_int(self.tfidf_min_df) and self.tfidf_min_df >= 1, "baselines.tfidf_min_df",
+                 self.tfidf_min_df, "it must be an integer >= 1")
+        object.__setattr__(self, "tfidf_c_grid", tuple(grid))
 
 
 @dataclass(frozen=True)
@@ -119,6 +140,7 @@ class Params:
     teacher: TeacherParams = TeacherParams()
     student: StudentParams = StudentParams()
     train: TrainParams = TrainParams()
+    baselines: BaselineParams = BaselineParams()
 
     def __post_init__(self):
         _require(_is_number(self.alpha) and 0 <= self.alpha <= 1, "alpha", self.alpha,
@@ -143,6 +165,9 @@ class Params:
         _require(max(sizes) <= self.vocab.max_len, "kernel_sizes", sizes,
                  f"no kernel may be wider than vocab.max_len = {self.vocab.max_len}")
         object.__setattr__(self, "kernel_sizes", tuple(sizes))
+        _require(self.student.init_embeddings != "teacher" or self.vocab.source == "teacher",
+                 "student.init_embeddings", self.student.init_embeddings,
+                 "teacher embeddings need the teacher's word pieces: set vocab.source = teacher")
 
     def to_dict(self) -> dict:
         """The params as plain nested dicts, as they would be written to YAML."""
@@ -155,6 +180,7 @@ _SECTIONS = {
     "teacher": TeacherParams,
     "student": StudentParams,
     "train": TrainParams,
+    "baselines": BaselineParams,
 }
 
 

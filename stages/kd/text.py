@@ -38,6 +38,28 @@ def build_tokenizer(texts, max_size: int, min_freq: int, max_len: int) -> Tokeni
     return tokenizer
 
 
+def teacher_tokenizer(teacher_path: str | Path, max_len: int) -> Tokenizer:
+    """The teacher's own word-piece tokenizer, without [CLS]/[SEP], cut to `max_len`.
+
+    With it the student's embedding rows line up with the teacher's, so they can start from
+    the teacher's word-piece embeddings.
+
+    Raises:
+        PipelineError: the teacher folder has no `tokenizer.json` or no [PAD] at id 0.
+    """
+    path = Path(teacher_path) / "tokenizer.json"
+    if not path.is_file():
+        raise PipelineError(f"{path} not found: vocab.source = teacher needs the teacher's fast "
+                            "tokenizer (run `dvc pull`, or use vocab.source = words)")
+    tokenizer = Tokenizer.from_file(str(path))
+    if tokenizer.token_to_id(PAD_TOKEN) != PAD_ID:
+        raise PipelineError(f"{path} has no {PAD_TOKEN} at id {PAD_ID}; use vocab.source = words")
+    tokenizer.post_processor = None  # a CNN has no use for [CLS]/[SEP]
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length=max_len)
+    return tokenizer
+
+
 def load_tokenizer(path: str | Path) -> Tokenizer:
     """Load a tokenizer saved by the `vocab` stage.
 
