@@ -88,7 +88,8 @@ def main(data_dir: str, teacher_dir: str, tokenizer_path: str, out_dir: str,
 
     fit_config = FitConfig(epochs=params.epochs, batch_size=params.train.batch_size,
                            lr=params.train.lr, alpha=alpha, temperature=params.temperature,
-                           kd_loss=params.kd_loss, seed=params.seed)
+                           kd_loss=params.kd_loss, seed=params.seed,
+                           precision=params.train.precision)
     _write_history(history_path, fit(model, train, examples["val"], fit_config, on_epoch))
     print(f"best val accuracy {100 * best_accuracy:.2f}% -> {out / 'best.safetensors'}")
 

@@ -101,8 +101,11 @@ class StudentParams:
 class TrainParams:
     batch_size: int = 64
     lr: float = 1e-3
+    precision: str = "bf16"  # "bf16" autocast (about 2x faster on AMX CPUs) or "fp32"
 
     def __post_init__(self):
+        _require(self.precision in ("bf16", "fp32"), "train.precision", self.precision,
+                 "it must be bf16 or fp32")
         _require(_is_int(self.batch_size) and self.batch_size >= 1, "train.batch_size",
                  self.batch_size, "it must be an integer >= 1")
         _require(_is_number(self.lr) and self.lr > 0, "train.lr", self.lr,

@@ -59,11 +59,15 @@ class FitConfig:
     temperature: float = 1.0
     kd_loss: str = "bce"
     seed: int = 0
+    precision: str = "bf16"  # "bf16": autocast forward/backward (about 2x faster on AMX CPUs)
 
 
 def fit(model: torch.nn.Module, train: Examples, val: Examples, config: FitConfig,
         on_epoch: Callable[[int, dict], None]) -> list[dict]:
     """Train with the distillation loss; after each epoch, score val and call `on_epoch`.
+
+    Weights and optimizer state stay fp32; with precision "bf16" the forward and backward
+    passes run under bf16 autocast. Validation runs in fp32, as `evaluate` does.
 
     Returns:
         One dict per epoch: epoch, train_loss, val_loss (same loss on val), val_accuracy.
@@ -83,7 +87,10 @@ def fit(model: torch.nn.Module, train: Examples, val: Examples, config: FitConfi
         total, seen = 0.0, 0
         for input_ids, labels, teacher_logits in _batches(train, config.batch_size, min_len,
                                                          generator):
-            loss = loss_of(model(input_ids), labels, teacher_logits)
+            with torch.autocast("cpu", dtype=torch.bfloat16,
+                                enabled=config.precision == "bf16"):
+                logits = model(input_ids)  # (B,)
+            loss = loss_of(logits.float(), labels, teacher_logits)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
