@@ -41,13 +41,17 @@ def _read_history(path: str) -> list[dict]:
 
 
 def _load_student(checkpoint: str, tokenizer_sha256: str):
-    """The checkpoint's model and metadata, refused if it was trained with another tokenizer."""
+    """The checkpoint's model, and its metadata with its parameter count and size on disk.
+
+    Raises:
+        PipelineError: the checkpoint was trained with another tokenizer.
+    """
     model, meta = load_checkpoint(checkpoint)
     if meta.get("tokenizer_sha256") != tokenizer_sha256:
         raise PipelineError(f"{checkpoint} was trained with another tokenizer than the current "
                             "one; run `dvc repro`")
-    return model, {"params": count_parameters(model),
-                   "size_mb": round(Path(checkpoint).stat().st_size / 1e6, 2), **meta}
+    return model, {**meta, "params": count_parameters(model),
+                   "size_mb": round(Path(checkpoint).stat().st_size / 1e6, 2)}
 
 
 def _baseline_probs(path: str, ids: list[str], data_fingerprint: str) -> tuple[np.ndarray, dict]:
