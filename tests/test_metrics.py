@@ -1,0 +1,37 @@
+import numpy as np
+import pytest
+
+from kd.metrics import (agreement, classification_metrics, confusion_rows,
+                        expected_calibration_error, reliability_rows)
+
+
+def test_ece_by_hand():
+    labels = np.array([1, 1, 0, 0])
+    probs = np.array([0.9, 0.6, 0.2, 0.7])  # confidences 0.9, 0.6, 0.8, 0.7; last one wrong
+    # 15 bins: each review alone in its bin -> mean |confidence - correct| over the four
+    expected = (abs(0.9 - 1) + abs(0.6 - 1) + abs(0.8 - 1) + abs(0.7 - 0)) / 4
+    assert expected_calibration_error(labels, probs) == pytest.approx(expected)
+    # two bins: (0.5, 1] holds all four -> |mean confidence - accuracy|
+    assert expected_calibration_error(labels, probs, bins=2) == pytest.approx(abs(0.75 - 0.75))
+
+
+def test_reliability_rows_give_accuracy_per_confidence_bin():
+    labels = np.array([1, 1, 0, 0])
+    probs = np.array([0.95, 0.96, 0.02, 0.7])
+    rows = reliability_rows(labels, probs, bins=10)
+    assert [row["share"] for row in rows] == [0.25, 0.75]
+    assert rows[0] == {"confidence": 0.7, "accuracy": 0.0, "share": 0.25}
+    assert rows[1]["accuracy"] == 1.0
+
+
+def test_classification_metrics_and_agreement():
+    labels = np.array([1, 0, 1, 0])
+    probs = np.array([0.8, 0.3, 0.4, 0.1])
+    metrics = classification_metrics(labels, probs)
+    assert metrics["accuracy"] == 0.75
+    assert metrics["f1"] == pytest.approx(2 / 3)  # precision 1, recall 1/2
+    assert metrics["roc_auc"] == 1.0  # every positive scored above every negative
+    assert agreement(probs, np.array([0.9, 0.9, 0.1, 0.1])) == 0.75
+    assert confusion_rows(labels[:2], probs[:2]) == [
+        {"actual": "positive", "predicted": "positive"},
+        {"actual": "negative", "predicted": "negative"}]
