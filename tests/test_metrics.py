@@ -1,8 +1,13 @@
 import numpy as np
 import pytest
 
-from kd.metrics import (agreement, classification_metrics, confusion_rows,
-                        expected_calibration_error, reliability_rows)
+from kd.metrics import (
+    agreement,
+    classification_metrics,
+    confusion_rows,
+    expected_calibration_error,
+    reliability_rows,
+)
 
 
 def test_ece_by_hand():

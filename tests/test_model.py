@@ -39,3 +39,15 @@ def test_checkpoint_round_trip_keeps_config_weights_and_meta(tmp_path):
     input_ids = torch.randint(0, 30, (4, 7))
     assert torch.allclose(loaded(input_ids), model.eval()(input_ids))
     assert safetensors_parameters(tmp_path / "student.safetensors") == count_parameters(model)
+
+
+def test_score_does_not_depend_on_padding():
+    torch.manual_seed(0)
+    model = TextCNN(TextCNNConfig(vocab_size=50, embed_dim=8, num_filters=6)).eval()
+    review = torch.randint(1, 50, (1, 9))
+    alone = model(review)
+    for extra in (1, 3, 20):
+        padded = torch.cat([review, torch.zeros((1, extra), dtype=torch.long)], dim=1)
+        assert torch.allclose(model(padded), alone, atol=1e-6)
+    shorter_than_kernels = torch.tensor([[7, 8, 0, 0, 0]])  # no window fits: features are 0
+    assert torch.allclose(model(shorter_than_kernels), model.output.bias)

@@ -134,3 +134,6 @@ def test_bad_params_stop_the_run_and_keep_the_teacher_logits(project):
     assert "`alpha` = 1.5 is not allowed; it must be a number in [0, 1]" in result.stderr
     after = {path: path.stat().st_mtime_ns for path in (project / "data/teacher").iterdir()}
     assert after == before
+    # DVC clears the failing stage's own outputs before it starts; its cache still has them.
+    run(project, "dvc", "checkout")
+    assert (project / "models/student/best.safetensors").is_file()

@@ -32,6 +32,7 @@ class TextCNN(nn.Module):
     def __init__(self, config: TextCNNConfig):
         super().__init__()
         self.config = config
+        self.pad_id = config.pad_id  # a plain attribute, so TorchScript can read it
         self.embedding = nn.Embedding(config.vocab_size, config.embed_dim,
                                       padding_idx=config.pad_id)
         self.convs = nn.ModuleList(
@@ -42,9 +43,22 @@ class TextCNN(nn.Module):
         self.output = nn.Linear(config.num_filters * len(config.kernel_sizes), 1)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Args: input_ids (B, L), L >= the widest kernel. Returns: logits (B,)."""
+        """Args: input_ids (B, L), right-padded, L >= the widest kernel. Returns: logits (B,).
+
+        Max-over-time pooling only sees windows that lie inside the review: a window that
+        reaches into the padding is zeroed (after ReLU every feature is >= 0, so zero never
+        wins over a real window). Without this a review's score would depend on how much
+        padding its batch happened to give it.
+        """
+        lengths = (input_ids != self.pad_id).sum(dim=1, keepdim=True)  # (B, 1)
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)  # (L,)
         embedded = self.embedding(input_ids).transpose(1, 2)  # (B, E, L): Conv1d wants channels
-        pooled = [conv(embedded).relu().amax(dim=2) for conv in self.convs]  # K x (B, F)
+        pooled = []
+        for conv in self.convs:
+            width = conv.kernel_size[0]
+            features = conv(embedded).relu()  # (B, F, L - width + 1)
+            inside = positions[:features.shape[2]] + width <= lengths  # (B, L - width + 1)
+            pooled.append((features * inside.unsqueeze(1)).amax(dim=2))  # (B, F)
         features = self.dropout(torch.cat(pooled, dim=1))  # (B, K * F)
         return self.output(features).squeeze(1)  # (B,)
 

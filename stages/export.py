@@ -1,0 +1,72 @@
+"""Stage `export`: the best student as TorchScript, ONNX and ONNX int8, each runnable alone.
+
+Measured here, on the test split: the fp32 exports' largest probability gap to the eager model,
+and the accuracy of every form (the int8 drop is part of the metrics).
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kd.data import load_split
+from kd.errors import exit_on_error
+from kd.export import OnnxStudent, export_all
+from kd.metrics import sigmoid
+from kd.model import load_checkpoint
+from kd.text import encode, load_tokenizer, pad_batch
+from kd.train import predict_logits
+
+
+@torch.inference_mode()
+def _torchscript_probs(path: Path, input_ids: list[list[int]], min_len: int,
+                       batch_size: int = 256) -> np.ndarray:
+    scripted = torch.jit.load(str(path))
+    return np.concatenate([torch.sigmoid(scripted(pad_batch(input_ids[start:start + batch_size],
+                                                            min_len))).numpy()
+                           for start in range(0, len(input_ids), batch_size)])
+
+
+@exit_on_error
+def main(checkpoint: str, tokenizer_path: str, test_path: str, out_dir: str,
+         metrics_path: str) -> None:
+    model, meta = load_checkpoint(checkpoint)
+    paths = export_all(model, tokenizer_path, out_dir, {
+        "source_checkpoint": checkpoint, "teacher_sha256": meta.get("teacher_sha256"),
+        "tokenizer_sha256": meta.get("tokenizer_sha256"), "val_accuracy": meta.get("val_accuracy")})
+    test = load_split(test_path)
+    texts, labels = list(test["text"]), np.asarray(test["label"])
+    input_ids = encode(load_tokenizer(tokenizer_path), texts)
+    eager = sigmoid(predict_logits(model, input_ids))
+    probs = {"eager": eager, "torchscript": _torchscript_probs(
+        paths["torchscript"], input_ids, min_len=max(model.config.kernel_sizes))}
+    for form in ("onnx", "int8"):
+        student = OnnxStudent(out_dir, form=form, threads=2)
+        probs[form] = np.concatenate([student.positive_probs(texts[start:start + 256])
+                                      for start in range(0, len(texts), 256)])
+    accuracy = {form: float(((p >= 0.5) == (labels == 1)).mean()) for form, p in probs.items()}
+    metrics = {
+        "test_reviews": len(texts),
+        "max_prob_diff": {form: float(np.abs(probs[form] - eager).max())
+                          for form in ("torchscript", "onnx", "int8")},
+        "accuracy": accuracy,
+        "int8_accuracy_drop": accuracy["onnx"] - accuracy["int8"],
+        "size_mb": {form: round(path.stat().st_size / 1e6, 2) for form, path in paths.items()},
+    }
+    Path(metrics_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(metrics_path).write_text(json.dumps(metrics, indent=2) + "\n")
+    (Path(out_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    print(json.dumps(metrics, indent=2))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--checkpoint", default="models/student/best.safetensors")
+    parser.add_argument("--tokenizer", default="data/vocab/tokenizer.json")
+    parser.add_argument("--test", default="data/prepared/test.parquet")
+    parser.add_argument("--out-dir", default="models/export")
+    parser.add_argument("--metrics", default="reports/export.json")
+    args = parser.parse_args()
+    main(args.checkpoint, args.tokenizer, args.test, args.out_dir, args.metrics)

@@ -1,0 +1,66 @@
+"""HTTP API for the exported student (FastAPI).
+
+    uvicorn --app-dir stages --factory kd.api:create_app --port 8000
+
+Settings come from the environment: KD_EXPORT_DIR (default models/export), KD_FORM (int8 or
+onnx), KD_MAX_TEXTS (64), KD_MAX_CHARS (20000). The model is loaded once, at start-up.
+"""
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from kd.export import OnnxStudent
+
+
+def create_app(export_dir: str | None = None, form: str | None = None,
+               max_texts: int | None = None, max_chars: int | None = None) -> FastAPI:
+    """Build the app around one loaded student export."""
+    export_dir = export_dir or os.environ.get("KD_EXPORT_DIR", "models/export")
+    form = form or os.environ.get("KD_FORM", "int8")
+    max_texts = max_texts or int(os.environ.get("KD_MAX_TEXTS", "64"))
+    max_chars = max_chars or int(os.environ.get("KD_MAX_CHARS", "20000"))
+    # A body larger than every allowed text at its longest (UTF-8: 4 bytes a character) plus
+    # JSON overhead is refused before it is parsed.
+    max_body = max_texts * (4 * max_chars + 16) + 1024
+    student = OnnxStudent(export_dir, form=form)
+    metrics_path = Path(export_dir) / "metrics.json"
+    model_card = {"form": form, **student.metadata,
+                  "metrics": json.loads(metrics_path.read_text()) if metrics_path.is_file()
+                  else None}
+
+    class PredictRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        texts: list[Annotated[str, StringConstraints(min_length=1, max_length=max_chars)]] = \
+            Field(min_length=1, max_length=max_texts,
+                  description=f"1 to {max_texts} reviews of at most {max_chars} characters")
+
+    app = FastAPI(title="IMDb sentiment: distilled TextCNN student")
+
+    @app.middleware("http")
+    async def refuse_large_bodies(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > max_body:
+            return JSONResponse(status_code=413, content={
+                "detail": f"request body of {length} bytes is over the limit of {max_body} "
+                          f"({max_texts} texts of at most {max_chars} characters)"})
+        return await call_next(request)
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/model")
+    def model() -> dict:
+        return model_card
+
+    @app.post("/predict")
+    def predict(request: PredictRequest) -> dict:
+        return {"predictions": student.predict(request.texts)}
+
+    return app

@@ -1,0 +1,116 @@
+"""The student's exports, the predict command and the HTTP API, on a tiny random student."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from kd.api import create_app
+from kd.export import OnnxStudent, export_all
+from kd.model import TextCNN, TextCNNConfig
+from kd.text import build_tokenizer, encode, pad_batch
+
+REPO = Path(__file__).resolve().parents[1]
+TEXTS = ["a great and moving film", "boring, dull; a waste", "great " * 300, "ok"]
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("export")
+    tokenizer = build_tokenizer(TEXTS * 2, max_size=100, min_freq=1, max_len=50)
+    tokenizer.save(str(folder / "source_tokenizer.json"))
+    torch.manual_seed(0)
+    model = TextCNN(TextCNNConfig(vocab_size=tokenizer.get_vocab_size(), embed_dim=16,
+                                  num_filters=8)).eval()
+    paths = export_all(model, folder / "source_tokenizer.json", folder / "export", {"demo": 1})
+    with torch.inference_mode():
+        eager = torch.sigmoid(model(pad_batch(encode(tokenizer, TEXTS), 5))).numpy()
+    return folder / "export", paths, eager
+
+
+def test_export_folder_holds_every_form_and_runs_alone(export):
+    folder, paths, _ = export
+    assert {path.name for path in folder.iterdir()} == {
+        "student.pt", "student.onnx", "student.int8.onnx", "tokenizer.json", "metadata.json"}
+    metadata = json.loads((folder / "metadata.json").read_text())
+    assert metadata["min_len"] == 5 and metadata["labels"] == ["negative", "positive"]
+
+
+def test_fp32_exports_match_the_eager_model(export):
+    folder, paths, eager = export
+    onnx = OnnxStudent(folder, form="onnx").positive_probs(TEXTS)
+    np.testing.assert_allclose(onnx, eager, atol=1e-4)
+    student = OnnxStudent(folder, form="onnx")
+    scripted = torch.jit.load(str(paths["torchscript"]))
+    with torch.inference_mode():
+        torchscript = torch.sigmoid(scripted(torch.from_numpy(student.encode(TEXTS)))).numpy()
+    np.testing.assert_allclose(torchscript, eager, atol=1e-4)
+
+
+def test_int8_export_stays_close(export):
+    folder, _, eager = export
+    int8 = OnnxStudent(folder, form="int8").positive_probs(TEXTS)
+    np.testing.assert_allclose(int8, eager, atol=0.05)
+
+
+def test_incomplete_export_is_refused(tmp_path):
+    with pytest.raises(Exception, match="run `dvc repro export`"):
+        OnnxStudent(tmp_path)
+
+
+def test_api_predicts_and_reports(export):
+    folder, _, eager = export
+    client = TestClient(create_app(str(folder), form="onnx", max_texts=3, max_chars=2000))
+    assert client.get("/health").json() == {"status": "ok"}
+    assert client.get("/model").json()["form"] == "onnx"
+    response = client.post("/predict", json={"texts": TEXTS[:3]})
+    assert response.status_code == 200
+    predictions = response.json()["predictions"]
+    assert [p["positive_prob"] for p in predictions] == pytest.approx(eager[:3], abs=1e-4)
+    assert [p["label"] for p in predictions] == [
+        "positive" if p >= 0.5 else "negative" for p in eager[:3]]
+
+
+@pytest.mark.parametrize(("body", "status", "message"), [
+    ({"texts": ["a"] * 4}, 422, "at most 3 items"),
+    ({"texts": ["a" * 2001]}, 422, "at most 2000 characters"),
+    ({"texts": []}, 422, "at least 1 item"),
+    ({"text": ["a"]}, 422, "texts"),
+    ({"texts": "a review"}, 422, "list"),
+    ({"texts": ["a" * 2000] * 3 + ["b" * 20000]}, 413, "over the limit"),
+])
+def test_api_refuses_bad_requests_with_the_limit(export, body, status, message):
+    folder, _, _ = export
+    client = TestClient(create_app(str(folder), form="onnx", max_texts=3, max_chars=2000))
+    response = client.post("/predict", json=body)
+    assert response.status_code == status
+    assert message in json.dumps(response.json())
+
+
+def test_api_refuses_malformed_json(export):
+    folder, _, _ = export
+    client = TestClient(create_app(str(folder), form="onnx"))
+    response = client.post("/predict", content=b"{not json",
+                           headers={"content-type": "application/json"})
+    assert response.status_code == 422
+
+
+def test_predict_command_reads_a_file_or_stdin(export, tmp_path):
+    folder, _, eager = export
+    reviews = tmp_path / "reviews.txt"
+    reviews.write_text("\n".join(TEXTS[:2]) + "\n\n")
+    command = [sys.executable, str(REPO / "stages/predict.py"), "--export-dir", str(folder),
+               "--form", "onnx"]
+    from_file = subprocess.run(command + [str(reviews)], capture_output=True, text=True,
+                               check=True).stdout
+    from_stdin = subprocess.run(command, input=reviews.read_text(), capture_output=True,
+                                text=True, check=True).stdout
+    assert from_file == from_stdin
+    lines = [json.loads(line) for line in from_file.splitlines()]
+    assert [line["text"] for line in lines] == TEXTS[:2]
+    assert [line["positive_prob"] for line in lines] == pytest.approx(eager[:2], abs=1e-4)
