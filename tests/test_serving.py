@@ -11,6 +11,7 @@ import torch
 from fastapi.testclient import TestClient
 
 from kd.api import create_app
+from kd.bench import latency_ms, load_test, throughput
 from kd.export import OnnxStudent, export_all
 from kd.model import TextCNN, TextCNNConfig
 from kd.text import build_tokenizer, encode, pad_batch
@@ -114,3 +115,17 @@ def test_predict_command_reads_a_file_or_stdin(export, tmp_path):
     lines = [json.loads(line) for line in from_file.splitlines()]
     assert [line["text"] for line in lines] == TEXTS[:2]
     assert [line["positive_prob"] for line in lines] == pytest.approx(eager[:2], abs=1e-4)
+
+
+def test_load_test_starts_the_api_sends_requests_and_stops_it(export):
+    folder, _, _ = export
+    result = load_test(folder, TEXTS, clients=2, requests_per_client=5, form="onnx")
+    assert result["errors"] == 0 and result["requests"] == 10 and result["clients"] == 2
+    assert result["requests_per_s"] > 0 and result["p99_ms"] >= result["p50_ms"] > 0
+
+
+def test_timing_helpers_report_rates_and_percentiles(export):
+    student = OnnxStudent(export[0], form="onnx")
+    assert throughput(student.positive_probs, TEXTS * 4, batch_size=4) > 0
+    latency = latency_ms(student.positive_probs, TEXTS)
+    assert latency["p99_ms"] >= latency["p50_ms"] > 0
