@@ -64,7 +64,8 @@ def main(args: argparse.Namespace) -> None:
     params = load_params()
     os.environ["TQDM_DISABLE"] = "1"  # the teacher's progress bar, per call, would drown the log
     torch.set_num_threads(args.threads)
-    test = load_split(args.test).shuffle(seed=params.seed).select(range(args.reviews))
+    test = load_split(args.test).shuffle(seed=params.seed)
+    test = test.select(range(min(args.reviews, len(test))))  # a small test_size has fewer
     texts, labels = list(test["text"]), np.asarray(test["label"])
     export = Path(args.export_dir)
 

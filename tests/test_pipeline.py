@@ -90,9 +90,19 @@ def test_repro_runs_every_stage_and_records_the_run(project):
     for name in ("roc_student", "roc_teacher", "roc_tfidf_lr", "reliability_student_no_kd",
                  "confusion_student", "confusion_teacher"):
         assert (project / f"reports/plots/{name}.csv").is_file()
+    export = json.loads((project / "reports/export.json").read_text())
+    assert max(export["max_prob_diff"]["onnx"], export["max_prob_diff"]["torchscript"]) < 1e-4
+    assert export["accuracy"]["onnx"] == metrics["student"]["accuracy"]
+    benchmark = json.loads((project / "reports/benchmark.json").read_text())
+    for model in ("teacher", "student_torch", "student_onnx", "student_int8"):
+        assert {"reviews_per_s", "p50_ms", "p99_ms", "size_mb", "accuracy"} <= set(
+            benchmark[model])
+    assert benchmark["api"]["errors"] == 0 and benchmark["api"]["clients"] == 16
+    assert benchmark["speedup_vs_teacher"] > 0
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     assert {"prepare", "vocab", "teacher_infer@test", "teacher_infer@unsup", "distill",
-            "distill_no_kd", "baseline_tfidf", "evaluate"} <= set(lock["stages"])
+            "distill_no_kd", "baseline_tfidf", "evaluate", "export", "benchmark"} <= set(
+        lock["stages"])
     assert len(mlflow_runs(project)) == 1
     assert "dvc.yaml" not in run(project, "dvc", "status").stdout  # everything up to date
 
