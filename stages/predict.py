@@ -27,7 +27,7 @@ if __name__ == "__main__":
     parser.add_argument("file", nargs="?", type=argparse.FileType("r"), default=sys.stdin,
                         help="a file of reviews, one per line (default: standard input)")
     parser.add_argument("--export-dir", default="models/export")
-    parser.add_argument("--form", choices=["int8", "onnx"], default="int8")
+    parser.add_argument("--form", choices=["onnx", "int8"], default="onnx")
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args()
     main(args.file, args.export_dir, args.form, args.batch_size)

@@ -2,8 +2,9 @@
 
     uvicorn --app-dir stages --factory kd.api:create_app --port 8000
 
-Settings come from the environment: KD_EXPORT_DIR (default models/export), KD_FORM (int8 or
-onnx), KD_MAX_TEXTS (64), KD_MAX_CHARS (20000). The model is loaded once, at start-up.
+Settings come from the environment: KD_EXPORT_DIR (default models/export), KD_FORM (onnx, the
+fastest form here, or int8, 4x smaller), KD_MAX_TEXTS (64), KD_MAX_CHARS (20000). The model is
+loaded once, at start-up.
 """
 
 import json
@@ -22,7 +23,7 @@ def create_app(export_dir: str | None = None, form: str | None = None,
                max_texts: int | None = None, max_chars: int | None = None) -> FastAPI:
     """Build the app around one loaded student export."""
     export_dir = export_dir or os.environ.get("KD_EXPORT_DIR", "models/export")
-    form = form or os.environ.get("KD_FORM", "int8")
+    form = form or os.environ.get("KD_FORM", "onnx")
     max_texts = max_texts or int(os.environ.get("KD_MAX_TEXTS", "64"))
     max_chars = max_chars or int(os.environ.get("KD_MAX_CHARS", "20000"))
     # A body larger than every allowed text at its longest (UTF-8: 4 bytes a character) plus

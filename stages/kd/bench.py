@@ -51,7 +51,7 @@ def _post(connection: http.client.HTTPConnection, texts: list[str]) -> int:
 
 
 def load_test(export_dir: str | Path, texts: list[str], clients: int, requests_per_client: int,
-              form: str = "int8") -> dict:
+              form: str = "onnx") -> dict:
     """Start the API on loopback, send single-review requests from concurrent clients, stop it.
 
     Returns:
