@@ -17,10 +17,10 @@ import torch
 from kd.bench import latency_ms, load_test, throughput
 from kd.data import load_split
 from kd.errors import exit_on_error
-from kd.export import FILES, OnnxStudent
+from kd.export import FILES, load_student
 from kd.losses import teacher_margin
-from kd.metrics import sigmoid
-from kd.model import count_parameters, load_checkpoint, safetensors_parameters
+from kd.metrics import model_footprint, sigmoid
+from kd.model import count_parameters, load_checkpoint
 from kd.params import load_params
 from kd.teacher import load_teacher, score
 from kd.text import encode, load_tokenizer, pad_batch
@@ -52,10 +52,8 @@ def _torch_predictor(checkpoint: str, tokenizer_path: str):
 
 def _measure(predict, texts: list[str], labels: np.ndarray, batch_size: int,
              latency_reviews: int) -> dict:
-    probs = np.concatenate([predict(texts[start:start + batch_size])
-                            for start in range(0, len(texts), batch_size)])
-    return {"reviews_per_s": throughput(predict, texts, batch_size),
-            **latency_ms(predict, texts[:latency_reviews]),
+    reviews_per_s, probs = throughput(predict, texts, batch_size)
+    return {"reviews_per_s": reviews_per_s, **latency_ms(predict, texts[:latency_reviews]),
             "accuracy": float(((probs >= 0.5) == (labels == 1)).mean())}
 
 
@@ -69,20 +67,18 @@ def main(args: argparse.Namespace) -> None:
     texts, labels = list(test["text"]), np.asarray(test["label"])
     export = Path(args.export_dir)
 
-    teacher_weights = sorted(Path(params.teacher.path).glob("*.safetensors"))
     results = {"reviews": len(texts), "threads": args.threads, "batch_size": args.batch_size}
     results["teacher"] = {
         **_measure(_teacher_predictor(params.teacher), texts, labels, args.batch_size,
                    args.teacher_latency_reviews),
-        "size_mb": round(sum(path.stat().st_size for path in teacher_weights) / 1e6, 2),
-        "params": sum(safetensors_parameters(path) for path in teacher_weights),
+        **model_footprint(params.teacher.path),
     }
     print("teacher", results["teacher"], flush=True)
     torch_predict, student_params = _torch_predictor(args.checkpoint, args.tokenizer)
     forms = {"student_torch": (torch_predict, Path(args.checkpoint))}
-    for name, form in (("student_onnx", "onnx"), ("student_int8", "int8")):
-        student = OnnxStudent(export, form=form, threads=args.threads)
-        forms[name] = (student.positive_probs, export / FILES[form])
+    for form in ("bf16", "onnx", "int8"):
+        student = load_student(export, form=form, threads=args.threads)
+        forms[f"student_{form}"] = (student.positive_probs, export / FILES[form])
     for name, (predict, path) in forms.items():
         results[name] = {**_measure(predict, texts, labels, args.batch_size,
                                     args.latency_reviews),

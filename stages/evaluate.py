@@ -1,4 +1,5 @@
-"""Stage `evaluate`: teacher, student and baselines on the test split -> metrics, plots, MLflow."""
+"""Stage `evaluate`: teacher, student and baselines on the test split -> metrics, plots, and
+one MLflow run (params, learning curves, metrics, and the exported student as a model)."""
 
 import argparse
 import csv
@@ -15,23 +16,17 @@ from kd.metrics import (
     agreement,
     classification_metrics,
     confusion_rows,
+    model_footprint,
     reliability_rows,
     roc_rows,
     sigmoid,
 )
-from kd.model import count_parameters, load_checkpoint, safetensors_parameters
+from kd.model import count_parameters, load_checkpoint
 from kd.params import load_params
+from kd.reports import write_csv
 from kd.text import load_tokenizer
 from kd.tracking import log_pipeline_run
 from kd.train import predict_logits
-
-
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def _read_history(path: str) -> list[dict]:
@@ -82,12 +77,8 @@ def main(args: argparse.Namespace) -> None:
     no_kd_probs = sigmoid(predict_logits(no_kd_model, test.input_ids))
     tfidf_probs, tfidf = _baseline_probs(args.tfidf, test.ids, test_fingerprint)
 
-    teacher_weights = sorted(Path(params.teacher.path).glob("*.safetensors"))
     rows = {
-        "teacher": {
-            "params": sum(safetensors_parameters(path) for path in teacher_weights),
-            "size_mb": round(sum(path.stat().st_size for path in teacher_weights) / 1e6, 2),
-        },
+        "teacher": model_footprint(params.teacher.path),
         "student": {"agreement_with_teacher": agreement(student_probs, teacher_probs),
                     "params": student["params"], "size_mb": student["size_mb"]},
         "student_no_kd": {"agreement_with_teacher": agreement(no_kd_probs, teacher_probs),
@@ -106,14 +97,15 @@ def main(args: argparse.Namespace) -> None:
     Path(args.metrics).write_text(json.dumps(metrics, indent=2) + "\n")
     plots = Path(args.plots_dir)
     for name, model_probs in probs.items():
-        _write_csv(plots / f"roc_{name}.csv", roc_rows(labels, model_probs))
-        _write_csv(plots / f"reliability_{name}.csv", reliability_rows(labels, model_probs))
+        write_csv(plots / f"roc_{name}.csv", roc_rows(labels, model_probs))
+        write_csv(plots / f"reliability_{name}.csv", reliability_rows(labels, model_probs))
     for name in ("teacher", "student"):
-        _write_csv(plots / f"confusion_{name}.csv", confusion_rows(labels, probs[name]))
+        write_csv(plots / f"confusion_{name}.csv", confusion_rows(labels, probs[name]))
     print(json.dumps(metrics, indent=2))
 
     run_id = log_pipeline_run(params.to_dict(), _read_history(args.history), metrics,
-                              artifacts=[args.checkpoint, args.tokenizer, args.metrics])
+                              artifacts=[args.checkpoint, args.tokenizer, args.metrics],
+                              export_dir=args.export_dir)
     print(f"MLflow run {run_id} (see `mlflow ui`)")
 
 
@@ -125,6 +117,7 @@ if __name__ == "__main__":
     parser.add_argument("--checkpoint", default="models/student/best.safetensors")
     parser.add_argument("--no-kd-checkpoint", default="models/student_no_kd/best.safetensors")
     parser.add_argument("--tfidf", default="data/baselines/tfidf_lr.parquet")
+    parser.add_argument("--export-dir", default="models/export")
     parser.add_argument("--history", default="reports/training.csv")
     parser.add_argument("--metrics", default="reports/metrics.json")
     parser.add_argument("--plots-dir", default="reports/plots")

@@ -8,12 +8,12 @@ import json
 import sys
 
 from kd.errors import exit_on_error
-from kd.export import OnnxStudent
+from kd.export import FILES, load_student
 
 
 @exit_on_error
 def main(source, export_dir: str, form: str, batch_size: int) -> None:
-    student = OnnxStudent(export_dir, form=form)
+    student = load_student(export_dir, form=form)
     texts = [line.rstrip("\n") for line in source if line.strip()]
     for start in range(0, len(texts), batch_size):
         batch = texts[start:start + batch_size]
@@ -27,7 +27,7 @@ if __name__ == "__main__":
     parser.add_argument("file", nargs="?", type=argparse.FileType("r"), default=sys.stdin,
                         help="a file of reviews, one per line (default: standard input)")
     parser.add_argument("--export-dir", default="models/export")
-    parser.add_argument("--form", choices=["onnx", "int8"], default="onnx")
+    parser.add_argument("--form", choices=list(FILES), default="onnx")
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args()
     main(args.file, args.export_dir, args.form, args.batch_size)

@@ -12,7 +12,8 @@ def main(tarball: str, out_dir: str) -> None:
     params = load_params()
     reviews = read_tarball(tarball)
     splits = make_splits(reviews, subset_size=params.subset_size, test_size=params.test_size,
-                         val_fraction=params.prepare.val_fraction, seed=params.seed)
+                         val_fraction=params.prepare.val_fraction, seed=params.seed,
+                         unsup_size=params.unsup_size)
     for name in SPLITS:
         save_split(splits[name], f"{out_dir}/{name}.parquet")
         print(f"{name}: {len(splits[name])} reviews -> {out_dir}/{name}.parquet")

@@ -72,9 +72,20 @@ def test_splits_are_stratified_seeded_and_val_comes_from_train(tarball):
     assert Counter(row["label"] for row in splits["train"]) == {0: 8, 1: 8}
     again = make_splits(reviews, subset_size=20, test_size=10, val_fraction=0.2, seed=1)
     assert [row["id"] for row in again["val"]] == [row["id"] for row in splits["val"]]
+    assert splits["unsup"] == reviews["unsup"]  # unsup_size 0: all of them, as read
     everything = make_splits(reviews, subset_size=0, test_size=0, val_fraction=0.25, seed=1)
     assert len(everything["train"]) + len(everything["val"]) == 40
     assert len(everything["test"]) == 40
+
+
+def test_transfer_set_can_be_sampled(tarball):
+    reviews = read_tarball(tarball)
+    few = make_splits(reviews, subset_size=0, test_size=0, val_fraction=0.2, seed=1,
+                      unsup_size=5)["unsup"]
+    assert len(few) == 5 and {row["id"] for row in few} <= {row["id"] for row in reviews["unsup"]}
+    with pytest.raises(DataError, match="unsup_size = 999 is larger than the data"):
+        make_splits(reviews, subset_size=0, test_size=0, val_fraction=0.2, seed=1,
+                    unsup_size=999)
 
 
 def test_subset_larger_than_the_data_is_reported(tarball):

@@ -8,6 +8,7 @@ from kd.metrics import (
     expected_calibration_error,
     reliability_rows,
 )
+from kd.train import fit_temperature
 
 
 def test_ece_by_hand():
@@ -40,3 +41,11 @@ def test_classification_metrics_and_agreement():
     assert confusion_rows(labels[:2], probs[:2]) == [
         {"actual": "positive", "predicted": "positive"},
         {"actual": "negative", "predicted": "negative"}]
+
+
+def test_temperature_scaling_recovers_a_known_overconfidence():
+    rng = np.random.default_rng(0)
+    true_logits = rng.normal(0, 2, 20_000)
+    labels = (rng.random(20_000) < 1 / (1 + np.exp(-true_logits))).astype(np.int64)
+    assert fit_temperature(3.0 * true_logits, labels) == pytest.approx(3.0, rel=0.05)
+    assert fit_temperature(true_logits, labels) == pytest.approx(1.0, rel=0.05)

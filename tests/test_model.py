@@ -32,13 +32,16 @@ def test_padding_embedding_is_zero_and_stays_out_of_gradients():
 
 def test_checkpoint_round_trip_keeps_config_weights_and_meta(tmp_path):
     model = TextCNN(TextCNNConfig(vocab_size=30, embed_dim=6, num_filters=3, kernel_sizes=(2, 3)))
+    model.logit_scale.fill_(0.5)  # a calibrated student
     save_checkpoint(model, tmp_path / "student.safetensors", {"teacher_sha256": "abc"})
     loaded, meta = load_checkpoint(tmp_path / "student.safetensors")
     assert meta == {"teacher_sha256": "abc"}
     assert loaded.config == model.config
     input_ids = torch.randint(0, 30, (4, 7))
     assert torch.allclose(loaded(input_ids), model.eval()(input_ids))
-    assert safetensors_parameters(tmp_path / "student.safetensors") == count_parameters(model)
+    assert loaded.logit_scale.item() == 0.5
+    # The file holds every parameter and the one-value logit_scale buffer.
+    assert safetensors_parameters(tmp_path / "student.safetensors") == count_parameters(model) + 1
 
 
 def test_score_does_not_depend_on_padding():

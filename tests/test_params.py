@@ -15,6 +15,7 @@ def test_committed_params_are_valid():
     ({"alpha": -0.1}, "`alpha` = -0.1"),
     ({"epochs": 0}, "`epochs` = 0"),
     ({"subset_size": -3}, "`subset_size` = -3"),
+    ({"unsup_size": 2.5}, "`unsup_size` = 2.5"),
     ({"kernel_sizes": [3, 500]}, "wider than vocab.max_len = 400"),
     ({"kernel_sizes": []}, "non-empty list"),
     ({"temperature": 0}, "`temperature` = 0"),

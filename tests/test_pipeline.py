@@ -93,8 +93,9 @@ def test_repro_runs_every_stage_and_records_the_run(project):
     export = json.loads((project / "reports/export.json").read_text())
     assert max(export["max_prob_diff"]["onnx"], export["max_prob_diff"]["torchscript"]) < 1e-4
     assert export["accuracy"]["onnx"] == metrics["student"]["accuracy"]
+    assert {"int8_accuracy_drop", "bf16_accuracy_drop"} <= set(export)
     benchmark = json.loads((project / "reports/benchmark.json").read_text())
-    for model in ("teacher", "student_torch", "student_onnx", "student_int8"):
+    for model in ("teacher", "student_torch", "student_bf16", "student_onnx", "student_int8"):
         assert {"reviews_per_s", "p50_ms", "p99_ms", "size_mb", "accuracy"} <= set(
             benchmark[model])
     assert benchmark["api"]["errors"] == 0 and benchmark["api"]["clients"] == 16
@@ -104,7 +105,19 @@ def test_repro_runs_every_stage_and_records_the_run(project):
             "distill_no_kd", "baseline_tfidf", "evaluate", "export", "benchmark"} <= set(
         lock["stages"])
     assert len(mlflow_runs(project)) == 1
+    (logged_model,) = project.glob("mlartifacts/**/MLmodel")  # the student, as a pyfunc model
+    assert "signature" in logged_model.read_text()
     assert "dvc.yaml" not in run(project, "dvc", "status").stdout  # everything up to date
+
+
+def test_speed_curve_times_every_form_of_each_shape(project, tmp_path):
+    out = tmp_path / "curve.json"
+    run(project, sys.executable, "stages/speed_curve.py", "--shapes", "16x8", "8x4",
+        "--reviews", "20", "--latency-reviews", "5", "--out", str(out))
+    rows = json.loads(out.read_text())
+    assert [(row["embed_dim"], row["form"]) for row in rows] == [
+        (16, "bf16"), (16, "onnx"), (16, "int8"), (8, "bf16"), (8, "onnx"), (8, "int8")]
+    assert all(row["reviews_per_s"] > 0 and row["p99_ms"] >= row["p50_ms"] > 0 for row in rows)
 
 
 def test_exp_run_sets_alpha_and_metrics_diff_compares(project):

@@ -6,13 +6,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from fastapi.testclient import TestClient
 
 from kd.api import create_app
 from kd.bench import latency_ms, load_test, throughput
-from kd.export import OnnxStudent, export_all
+from kd.export import FILES, OnnxStudent, export_all, load_student
 from kd.model import TextCNN, TextCNNConfig
 from kd.text import build_tokenizer, encode, pad_batch
 
@@ -28,6 +29,7 @@ def export(tmp_path_factory):
     torch.manual_seed(0)
     model = TextCNN(TextCNNConfig(vocab_size=tokenizer.get_vocab_size(), embed_dim=16,
                                   num_filters=8)).eval()
+    model.logit_scale.fill_(0.8)  # a calibrated student: every form must carry the scale
     paths = export_all(model, folder / "source_tokenizer.json", folder / "export", {"demo": 1})
     with torch.inference_mode():
         eager = torch.sigmoid(model(pad_batch(encode(tokenizer, TEXTS), 5))).numpy()
@@ -37,26 +39,48 @@ def export(tmp_path_factory):
 def test_export_folder_holds_every_form_and_runs_alone(export):
     folder, paths, _ = export
     assert {path.name for path in folder.iterdir()} == {
-        "student.pt", "student.onnx", "student.int8.onnx", "tokenizer.json", "metadata.json"}
+        "student.pt", "student.bf16.pt", "student.onnx", "student.int8.onnx", "tokenizer.json",
+        "metadata.json"}
     metadata = json.loads((folder / "metadata.json").read_text())
     assert metadata["min_len"] == 5 and metadata["labels"] == ["negative", "positive"]
 
 
-def test_fp32_exports_match_the_eager_model(export):
-    folder, paths, eager = export
-    onnx = OnnxStudent(folder, form="onnx").positive_probs(TEXTS)
-    np.testing.assert_allclose(onnx, eager, atol=1e-4)
-    student = OnnxStudent(folder, form="onnx")
-    scripted = torch.jit.load(str(paths["torchscript"]))
-    with torch.inference_mode():
-        torchscript = torch.sigmoid(scripted(torch.from_numpy(student.encode(TEXTS)))).numpy()
-    np.testing.assert_allclose(torchscript, eager, atol=1e-4)
-
-
-def test_int8_export_stays_close(export):
+@pytest.mark.parametrize("form", ["onnx", "torchscript"])
+def test_fp32_exports_match_the_eager_model(export, form):
     folder, _, eager = export
-    int8 = OnnxStudent(folder, form="int8").positive_probs(TEXTS)
-    np.testing.assert_allclose(int8, eager, atol=0.05)
+    np.testing.assert_allclose(load_student(folder, form=form).positive_probs(TEXTS), eager,
+                               atol=1e-4)
+
+
+@pytest.mark.parametrize("form", ["int8", "bf16"])
+def test_reduced_precision_exports_stay_close(export, form):
+    folder, paths, eager = export
+    reduced = load_student(folder, form=form).positive_probs(TEXTS)
+    np.testing.assert_allclose(reduced, eager, atol=0.05)
+
+
+
+def test_reduced_precision_exports_store_smaller_weights(export):
+    import onnx
+
+    _, paths, _ = export
+    # int8: the embedding table (the bulk of a real student) is stored in one byte a weight.
+    stored = {init.name: (init.data_type, list(init.dims))
+              for init in onnx.load(str(paths["int8"])).graph.initializer}
+    byte_types = (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)
+    vocab_size = len(json.loads(paths["int8"].with_name("tokenizer.json").read_text())
+                     ["model"]["vocab"])
+    assert stored["embedding.weight_quantized"] in [(dtype, [vocab_size, 16])
+                                                    for dtype in byte_types]
+    assert "embedding.weight" not in stored
+    # bf16: every floating-point weight in two bytes.
+    scripted = torch.jit.load(str(paths["bf16"]))
+    assert {parameter.dtype for parameter in scripted.parameters()} == {torch.bfloat16}
+
+
+def test_unknown_form_is_refused(export):
+    with pytest.raises(Exception, match="unknown student form 'fp8'"):
+        load_student(export[0], form="fp8")
 
 
 def test_incomplete_export_is_refused(tmp_path):
@@ -125,7 +149,27 @@ def test_load_test_starts_the_api_sends_requests_and_stops_it(export):
 
 
 def test_timing_helpers_report_rates_and_percentiles(export):
-    student = OnnxStudent(export[0], form="onnx")
-    assert throughput(student.positive_probs, TEXTS * 4, batch_size=4) > 0
+    student = OnnxStudent(export[0], form="onnx", threads=1)
+    rate, probs = throughput(student.positive_probs, TEXTS * 4, batch_size=3)
+    assert rate > 0
+    np.testing.assert_allclose(probs, np.tile(export[2], 4), atol=1e-4)
     latency = latency_ms(student.positive_probs, TEXTS)
     assert latency["p99_ms"] >= latency["p50_ms"] > 0
+
+
+def test_mlflow_serves_the_export_with_its_signature(export, tmp_path):
+    import mlflow
+
+    from kd.tracking import log_pipeline_run
+
+    folder, _, eager = export
+    run_id = log_pipeline_run({"alpha": 0.5}, [], {"student": {"accuracy": 0.9}}, artifacts=[],
+                              export_dir=folder, root=tmp_path)
+    uri = f"runs:/{run_id}/student"
+    model = mlflow.pyfunc.load_model(uri)
+    assert model.metadata.get_input_schema().input_names() == ["text"]
+    predictions = model.predict(pd.DataFrame({"text": TEXTS}))
+    assert list(predictions.columns) == ["label", "positive_prob"]
+    np.testing.assert_allclose(predictions["positive_prob"], eager, atol=1e-4)
+    logged = {path.name for path in (tmp_path / "mlartifacts").rglob("*") if path.is_file()}
+    assert FILES["onnx"] in logged and FILES["torchscript"] not in logged

@@ -106,8 +106,9 @@ def sample_stratified(rows: list[dict], size: int, seed: int, what: str) -> list
 
 
 def make_splits(reviews: dict[str, list[dict]], subset_size: int, test_size: int,
-                val_fraction: float, seed: int) -> dict[str, list[dict]]:
-    """Sample train and test, then carve the validation split out of train (never out of test).
+                val_fraction: float, seed: int, unsup_size: int = 0) -> dict[str, list[dict]]:
+    """Sample train, test and unsup, then carve the validation split out of train (never out
+    of test).
 
     Returns:
         {"train", "val", "test", "unsup"} -> rows.
@@ -117,6 +118,7 @@ def make_splits(reviews: dict[str, list[dict]], subset_size: int, test_size: int
     """
     train = sample_stratified(reviews["train"], subset_size, seed, "subset_size")
     test = sample_stratified(reviews["test"], test_size, seed, "test_size")
+    unsup = sample_stratified(reviews["unsup"], unsup_size, seed, "unsup_size")
     try:
         train, val = train_test_split(train, test_size=val_fraction, random_state=seed,
                                       stratify=[row["label"] for row in train])
@@ -125,7 +127,7 @@ def make_splits(reviews: dict[str, list[dict]], subset_size: int, test_size: int
                         f"reviews with prepare.val_fraction = {val_fraction}: {error}") from None
     by_id = lambda row: row["id"]  # noqa: E731
     return {"train": sorted(train, key=by_id), "val": sorted(val, key=by_id),
-            "test": test, "unsup": reviews["unsup"]}
+            "test": test, "unsup": unsup}
 
 
 def fingerprint(dataset: Dataset) -> str:

@@ -1,11 +1,22 @@
 """Test-set metrics and the data behind the DVC plots."""
 
+from pathlib import Path
+
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score, roc_curve
+
+from kd.model import safetensors_parameters
 
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-logits))
+
+
+def model_footprint(weights_dir: str | Path) -> dict:
+    """{"params", "size_mb"} of the safetensors files in a model folder (headers only)."""
+    weights = sorted(Path(weights_dir).glob("*.safetensors"))
+    return {"params": sum(safetensors_parameters(path) for path in weights),
+            "size_mb": round(sum(path.stat().st_size for path in weights) / 1e6, 2)}
 
 
 def _confidence_bins(labels: np.ndarray, positive_probs: np.ndarray, bins: int):

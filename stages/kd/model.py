@@ -41,6 +41,9 @@ class TextCNN(nn.Module):
         )
         self.dropout = nn.Dropout(config.dropout)
         self.output = nn.Linear(config.num_filters * len(config.kernel_sizes), 1)
+        # 1 / the calibration temperature fitted on validation after training (1 until then).
+        # A buffer, not a parameter: training leaves it alone, checkpoints and exports carry it.
+        self.register_buffer("logit_scale", torch.ones(()))
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Args: input_ids (B, L), right-padded, L >= the widest kernel. Returns: logits (B,).
@@ -60,7 +63,7 @@ class TextCNN(nn.Module):
             inside = positions[:features.shape[2]] + width <= lengths  # (B, L - width + 1)
             pooled.append((features * inside.unsqueeze(1)).amax(dim=2))  # (B, F)
         features = self.dropout(torch.cat(pooled, dim=1))  # (B, K * F)
-        return self.output(features).squeeze(1)  # (B,)
+        return self.output(features).squeeze(1) * self.logit_scale  # (B,)
 
 
 def count_parameters(model: nn.Module) -> int:

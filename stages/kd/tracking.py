@@ -5,6 +5,7 @@ default when started there, with artifacts in `mlartifacts/` beside it.
 """
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -42,10 +43,13 @@ def flatten(tree: dict, prefix: str = "") -> dict:
 
 
 def log_pipeline_run(params: dict, history: list[dict], metrics: dict,
-                     artifacts: list[str | Path], root: Path | None = None) -> str:
+                     artifacts: list[str | Path], export_dir: str | Path | None = None,
+                     root: Path | None = None) -> str:
     """Record one pipeline execution: params, per-epoch metrics, final metrics, artifacts.
 
     Tags: the git commit and, under `dvc exp run`, the experiment's name and baseline.
+    With `export_dir`, the exported student is logged as the pyfunc model `student`, with
+    its input signature (see kd/mlflow_student.py).
 
     Returns:
         The MLflow run id.
@@ -70,4 +74,29 @@ def log_pipeline_run(params: dict, history: list[dict], metrics: dict,
                             if isinstance(v, (int, float))})
         for path in artifacts:
             mlflow.log_artifact(str(path))
+        if export_dir is not None:
+            _log_student_model(Path(export_dir))
         return run.info.run_id
+
+
+def _log_student_model(export_dir: Path) -> None:
+    """Log the served form (ONNX fp32) with its tokenizer and metadata as a pyfunc model."""
+    import tempfile
+    from importlib.metadata import version
+
+    import mlflow
+
+    from kd.export import FILES
+    from kd.mlflow_student import SIGNATURE
+
+    package = Path(__file__).parent
+    with tempfile.TemporaryDirectory() as staging:
+        # Only what serving needs, not the other three forms.
+        for name in (FILES["onnx"], "tokenizer.json", "metadata.json", "metrics.json"):
+            if (export_dir / name).is_file():
+                shutil.copy(export_dir / name, Path(staging) / name)
+        mlflow.pyfunc.log_model(
+            name="student", python_model=str(package / "mlflow_student.py"),
+            artifacts={"export": staging}, code_paths=[str(package)], signature=SIGNATURE,
+            pip_requirements=[f"{name}=={version(name)}" for name in (
+                "mlflow", "onnxruntime", "tokenizers", "numpy", "pandas", "torch")])

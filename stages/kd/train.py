@@ -50,6 +50,32 @@ def predict_logits(model: torch.nn.Module, input_ids: list[list[int]],
     return logits
 
 
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The calibration temperature: the T > 0 that minimises the log loss of
+    sigmoid(logits / T) against `labels` (temperature scaling, Guo et al. 2017).
+
+    One scalar, so the ranking (accuracy, ROC-AUC) is unchanged and only the confidence moves.
+
+    Args:
+        logits: (N,) a model's logits on held-out reviews.
+        labels: (N,) 0/1.
+    """
+    logits_t = torch.from_numpy(np.asarray(logits, dtype=np.float64))
+    labels_t = torch.from_numpy(np.asarray(labels, dtype=np.float64))
+    log_temperature = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_temperature], max_iter=100, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(
+            logits_t / log_temperature.exp(), labels_t)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return float(log_temperature.exp())
+
+
 @dataclass
 class FitConfig:
     epochs: int
