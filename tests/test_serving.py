@@ -1,5 +1,6 @@
 """The student's exports, the predict command and the HTTP API, on a tiny random student."""
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from kd.api import create_app
+from kd.api import Batcher, create_app
 from kd.bench import latency_ms, load_test, throughput
 from kd.export import FILES, OnnxStudent, export_all, load_student
 from kd.model import TextCNN, TextCNNConfig
@@ -173,3 +174,33 @@ def test_mlflow_serves_the_export_with_its_signature(export, tmp_path):
     np.testing.assert_allclose(predictions["positive_prob"], eager, atol=1e-4)
     logged = {path.name for path in (tmp_path / "mlartifacts").rglob("*") if path.is_file()}
     assert FILES["onnx"] in logged and FILES["torchscript"] not in logged
+
+
+def test_batcher_scores_waiting_requests_together_and_answers_each():
+    calls = []
+
+    def predict(texts):
+        calls.append(list(texts))
+        return [{"text": text} for text in texts]
+
+    batcher = Batcher(predict, max_texts=3)
+
+    async def send():
+        return await asyncio.gather(batcher(["a"]), batcher(["b", "c"]), batcher(["d"]),
+                                    batcher(["e"]))
+
+    assert asyncio.run(send()) == [[{"text": "a"}], [{"text": "b"}, {"text": "c"}],
+                                   [{"text": "d"}], [{"text": "e"}]]
+    assert calls == [["a", "b", "c"], ["d", "e"]]  # no call over max_texts
+
+
+def test_batcher_passes_a_failure_to_every_waiting_request():
+    def predict(texts):
+        raise RuntimeError("model failed")
+
+    batcher = Batcher(predict, max_texts=8)
+
+    async def send():
+        return await asyncio.gather(batcher(["a"]), batcher(["b"]), return_exceptions=True)
+
+    assert [str(result) for result in asyncio.run(send())] == ["model failed"] * 2
