@@ -114,10 +114,11 @@ def test_speed_curve_times_every_form_of_each_shape(project, tmp_path):
     out = tmp_path / "curve.json"
     run(project, sys.executable, "stages/speed_curve.py", "--shapes", "16x8", "8x4",
         "--reviews", "20", "--latency-reviews", "5", "--out", str(out))
-    rows = json.loads(out.read_text())
+    *rows, tokenizer = json.loads(out.read_text())
     assert [(row["embed_dim"], row["form"]) for row in rows] == [
         (16, "bf16"), (16, "onnx"), (16, "int8"), (8, "bf16"), (8, "onnx"), (8, "int8")]
     assert all(row["reviews_per_s"] > 0 and row["p99_ms"] >= row["p50_ms"] > 0 for row in rows)
+    assert tokenizer["form"] == "tokenizer only" and tokenizer["reviews_per_s"] > 0
 
 
 def test_exp_run_sets_alpha_and_metrics_diff_compares(project):

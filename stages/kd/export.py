@@ -8,6 +8,7 @@ numpy (no torch needed), the TorchScript ones with torch.
 
 import copy
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -49,8 +50,16 @@ def quantize_int8(onnx_path: str | Path, int8_path: str | Path) -> None:
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(onnx_path), str(int8_path), weight_type=QuantType.QInt8,
-                     op_types_to_quantize=["Gather"])
+    # ONNX Runtime logs a warning on the root logger advising shape pre-processing, which
+    # serves activation quantization; a weight-only table lookup has no use for it.
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        quantize_dynamic(str(onnx_path), str(int8_path), weight_type=QuantType.QInt8,
+                         op_types_to_quantize=["Gather"])
+    finally:
+        root.setLevel(level)
 
 
 def export_all(model: TextCNN, tokenizer_path: str | Path, out_dir: str | Path,
