@@ -85,6 +85,7 @@ def _log_student_model(export_dir: Path) -> None:
     from importlib.metadata import version
 
     import mlflow
+    import pandas as pd
 
     from kd.export import FILES
     from kd.mlflow_student import SIGNATURE
@@ -98,5 +99,6 @@ def _log_student_model(export_dir: Path) -> None:
         mlflow.pyfunc.log_model(
             name="student", python_model=str(package / "mlflow_student.py"),
             artifacts={"export": staging}, code_paths=[str(package)], signature=SIGNATURE,
+            input_example=pd.DataFrame({"text": ["A wonderful, moving film."]}),
             pip_requirements=[f"{name}=={version(name)}" for name in (
                 "mlflow", "onnxruntime", "tokenizers", "numpy", "pandas", "torch")])
