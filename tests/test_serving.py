@@ -204,3 +204,17 @@ def test_batcher_passes_a_failure_to_every_waiting_request():
         return await asyncio.gather(batcher(["a"]), batcher(["b"]), return_exceptions=True)
 
     assert [str(result) for result in asyncio.run(send())] == ["model failed"] * 2
+
+
+def test_batcher_answers_the_others_when_a_caller_goes_away():
+    batcher = Batcher(lambda texts: [{"text": text} for text in texts], max_texts=8)
+
+    async def send():
+        gone = asyncio.ensure_future(batcher(["a"]))
+        stays = asyncio.ensure_future(batcher(["b"]))
+        await asyncio.sleep(0)  # both are waiting in the batcher now
+        gone.cancel()
+        return await stays, await batcher(["c"])
+
+    # A bound, so a batcher that loses the others fails here instead of hanging.
+    assert asyncio.run(asyncio.wait_for(send(), timeout=10)) == ([{"text": "b"}], [{"text": "c"}])

@@ -13,6 +13,7 @@ import asyncio
 import gc
 import json
 import os
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -36,38 +37,36 @@ class Batcher:
     def __init__(self, predict: Callable[[list[str]], list[dict]], max_texts: int):
         self.predict = predict
         self.max_texts = max_texts  # texts per model call
-        self.pending: list[tuple[list[str], asyncio.Future]] = []
-        self.draining = False
+        self.pending: deque[tuple[list[str], asyncio.Future]] = deque()
+        self.drain_task: asyncio.Task | None = None  # held: the loop keeps tasks weakly
 
     async def __call__(self, texts: list[str]) -> list[dict]:
         future = asyncio.get_running_loop().create_future()
         self.pending.append((texts, future))
-        if not self.draining:
-            self.draining = True
-            asyncio.create_task(self._drain())
+        if self.drain_task is None or self.drain_task.done():
+            self.drain_task = asyncio.create_task(self._drain())
         return await future
 
     async def _drain(self) -> None:
-        try:
-            while self.pending:
-                batch = [self.pending.pop(0)]
-                size = len(batch[0][0])
-                while self.pending and size + len(self.pending[0][0]) <= self.max_texts:
-                    batch.append(self.pending.pop(0))
-                    size += len(batch[-1][0])
-                try:
-                    results = await asyncio.to_thread(
-                        self.predict, [text for texts, _ in batch for text in texts])
-                except Exception as error:  # every waiting request gets the failure
-                    for _, future in batch:
+        while self.pending:
+            batch = [self.pending.popleft()]
+            size = len(batch[0][0])
+            while self.pending and size + len(self.pending[0][0]) <= self.max_texts:
+                batch.append(self.pending.popleft())
+                size += len(batch[-1][0])
+            try:
+                results = await asyncio.to_thread(
+                    self.predict, [text for texts, _ in batch for text in texts])
+            except Exception as error:  # every waiting request gets the failure
+                for _, future in batch:
+                    if not future.done():  # a caller that went away was cancelled
                         future.set_exception(error)
-                    continue
-                start = 0
-                for texts, future in batch:
+                continue
+            start = 0
+            for texts, future in batch:
+                if not future.done():
                     future.set_result(results[start:start + len(texts)])
-                    start += len(texts)
-        finally:
-            self.draining = False
+                start += len(texts)
 
 
 def create_app(export_dir: str | None = None, form: str | None = None,
