@@ -3,7 +3,7 @@
 An export folder runs on its own: the model files, the student's `tokenizer.json`, and
 `metadata.json` (max length, the shortest input the convolutions accept, label names, where
 the student came from). `load_student` serves any form: the ONNX ones with ONNX Runtime and
-numpy (no torch needed), the TorchScript ones with torch.
+numpy, the TorchScript ones with torch (this module imports torch for the exports either way).
 """
 
 import copy
