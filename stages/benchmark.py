@@ -8,7 +8,6 @@ API on loopback (started and stopped here) with concurrent single-review clients
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +59,6 @@ def _measure(predict, texts: list[str], labels: np.ndarray, batch_size: int,
 @exit_on_error
 def main(args: argparse.Namespace) -> None:
     params = load_params()
-    os.environ["TQDM_DISABLE"] = "1"  # the teacher's progress bar, per call, would drown the log
     torch.set_num_threads(args.threads)
     test = load_split(args.test).shuffle(seed=params.seed)
     test = test.select(range(min(args.reviews, len(test))))  # a small test_size has fewer
