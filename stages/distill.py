@@ -14,6 +14,7 @@ from kd.model import (
     TextCNNConfig,
     count_parameters,
     load_checkpoint,
+    project_embeddings,
     read_word_embeddings,
     save_checkpoint,
 )
@@ -25,19 +26,21 @@ from kd.train import FitConfig, fit, fit_temperature, predict_logits
 
 
 def build_student(params, vocab_size: int) -> TextCNN:
-    """The TextCNN of `params`, its embeddings copied from the teacher's if asked for."""
+    """The TextCNN of `params`, its embeddings started from the teacher's if asked for."""
     config = TextCNNConfig(vocab_size=vocab_size, embed_dim=params.student.embed_dim,
                            num_filters=params.student.num_filters,
                            kernel_sizes=params.kernel_sizes, dropout=params.student.dropout)
     model = TextCNN(config)
     if params.student.init_embeddings == "teacher":
         embeddings = read_word_embeddings(params.teacher.path)  # (V, H)
-        if tuple(embeddings.shape) != tuple(model.embedding.weight.shape):
+        rows, hidden = embeddings.shape
+        if rows != vocab_size or config.embed_dim > hidden:
             raise PipelineError(
-                f"the teacher's word embeddings are {tuple(embeddings.shape)} but the student's "
-                f"are {tuple(model.embedding.weight.shape)}: set student.embed_dim = "
-                f"{embeddings.shape[1]} with vocab.source = teacher")
-        model.embedding.weight.data.copy_(embeddings)
+                f"the teacher's word embeddings are {(rows, hidden)} but the student's are "
+                f"{(vocab_size, config.embed_dim)}: set vocab.source = teacher and "
+                f"student.embed_dim <= {hidden}")
+        # A smaller student keeps the teacher's leading principal directions.
+        model.embedding.weight.data.copy_(project_embeddings(embeddings, config.embed_dim))
         model.embedding.weight.data[config.pad_id] = 0
     return model
 

@@ -91,6 +91,21 @@ def read_word_embeddings(weights_dir: str | Path) -> torch.Tensor:
                         "use student.init_embeddings = random")
 
 
+def project_embeddings(embeddings: torch.Tensor, dim: int) -> torch.Tensor:
+    """Embeddings (V, H) cut to `dim` <= H dimensions by PCA: centred, then projected onto
+    their `dim` leading principal directions, so the student keeps as much of the teacher's
+    word-piece geometry as `dim` numbers per token can hold. With dim == H, unchanged.
+
+    Returns:
+        (V, dim) float32.
+    """
+    if dim == embeddings.shape[1]:
+        return embeddings
+    centred = embeddings - embeddings.mean(dim=0)
+    _, _, directions = torch.linalg.svd(centred.double(), full_matrices=False)  # (H, H) rows
+    return (centred.double() @ directions[:dim].T).float()  # (V, dim)
+
+
 def save_checkpoint(model: TextCNN, path: str | Path, meta: dict) -> None:
     """Save weights as safetensors, with the model config and `meta` in the file's header."""
     header = {"config": json.dumps(asdict(model.config)), "meta": json.dumps(meta, sort_keys=True)}

@@ -84,7 +84,7 @@ class StudentParams:
     embed_dim: int = 300
     num_filters: int = 100  # per kernel size
     dropout: float = 0.5
-    init_embeddings: str = "random"  # "teacher": start from the teacher's word-piece embeddings
+    init_embeddings: str = "random"  # "teacher": from the teacher's word pieces (PCA if smaller)
 
     def __post_init__(self):
         _require(_is_int(self.embed_dim) and self.embed_dim >= 1, "student.embed_dim",
