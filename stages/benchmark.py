@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kd.bench import latency_ms, load_test, throughput
+from kd.bench import load_test, measure
 from kd.data import load_split
 from kd.errors import exit_on_error
 from kd.export import FILES, load_student
@@ -51,9 +51,8 @@ def _torch_predictor(checkpoint: str, tokenizer_path: str):
 
 def _measure(predict, texts: list[str], labels: np.ndarray, batch_size: int,
              latency_reviews: int) -> dict:
-    reviews_per_s, probs = throughput(predict, texts, batch_size)
-    return {"reviews_per_s": reviews_per_s, **latency_ms(predict, texts[:latency_reviews]),
-            "accuracy": float(((probs >= 0.5) == (labels == 1)).mean())}
+    speed, probs = measure(predict, texts, batch_size, latency_reviews)
+    return {**speed, "accuracy": float(((probs >= 0.5) == (labels == 1)).mean())}
 
 
 @exit_on_error

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from kd.bench import latency_ms, throughput
+from kd.bench import measure, throughput
 from kd.data import load_split
 from kd.errors import exit_on_error
 from kd.export import export_all, load_student
@@ -41,11 +41,10 @@ def main(args: argparse.Namespace) -> None:
             paths = export_all(model, args.tokenizer, folder, {})
             for form in ("bf16", "onnx", "int8"):
                 student = load_student(folder, form=form, threads=args.threads)
-                predict = student.positive_probs
+                speed, _ = measure(student.positive_probs, texts, args.batch_size,
+                                   args.latency_reviews)
                 row = {"embed_dim": embed_dim, "num_filters": num_filters, "form": form,
-                       "reviews_per_s": round(throughput(predict, texts, args.batch_size)[0]),
-                       **{key: round(value, 2) for key, value in
-                          latency_ms(predict, texts[:args.latency_reviews]).items()},
+                       **{key: round(value, 2) for key, value in speed.items()},
                        "size_mb": round(paths[form].stat().st_size / 1e6, 2)}
                 rows.append(row)
                 print(json.dumps(row), flush=True)

@@ -39,6 +39,18 @@ def latency_ms(predict: Callable[[list[str]], np.ndarray], texts: list[str]) -> 
     return {"p50_ms": float(np.percentile(times, 50)), "p99_ms": float(np.percentile(times, 99))}
 
 
+def measure(predict: Callable[[list[str]], np.ndarray], texts: list[str], batch_size: int,
+            latency_reviews: int) -> tuple[dict, np.ndarray]:
+    """Throughput over `texts` at `batch_size`, and single-review latency over the first
+    `latency_reviews` of them: the row every model gets in the benchmark and the speed curve.
+
+    Returns:
+        ({"reviews_per_s", "p50_ms", "p99_ms"}, the scores (N,)).
+    """
+    reviews_per_s, scores = throughput(predict, texts, batch_size)
+    return {"reviews_per_s": reviews_per_s, **latency_ms(predict, texts[:latency_reviews])}, scores
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
