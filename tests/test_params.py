@@ -16,7 +16,7 @@ def test_committed_params_are_valid():
     ({"epochs": 0}, "`epochs` = 0"),
     ({"subset_size": -3}, "`subset_size` = -3"),
     ({"unsup_size": 2.5}, "`unsup_size` = 2.5"),
-    ({"kernel_sizes": [3, 500]}, "wider than vocab.max_len = 400"),
+    ({"vocab": {"max_len": 400}, "kernel_sizes": [3, 500]}, "wider than vocab.max_len = 400"),
     ({"kernel_sizes": []}, "non-empty list"),
     ({"temperature": 0}, "`temperature` = 0"),
     ({"kd_loss": "kl"}, "`kd_loss` = 'kl'"),
