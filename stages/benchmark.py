@@ -1,108 +1,170 @@
-"""Stage `benchmark`: teacher and every student form side by side, on the same test reviews,
-in one run, with the same thread count.
+"""Stage `benchmark`: the accuracy-speed frontier, measured side by side in one run, on the
+same test reviews, with the same thread count.
 
-For each: throughput (reviews/s) at batch 64, single-review latency p50/p99 (tokenization
-included), size on disk, parameters and accuracy on the sample; then a load test of the HTTP
-API on loopback (started and stopped here) with concurrent single-review clients.
+Rows: the teacher; the two classical baselines; the shipped student in every exported form;
+and one student of every arch and shape of the sweep (`reports/sweep.json`, the configuration
+with the best mean validation accuracy for each shape). Speed does not depend on the weights,
+so each sweep shape is timed as a freshly built student of that shape, exported as the
+`export` stage does it; its accuracy is the sweep's mean over seeds on the full test split.
+For each: reviews/s at batch 64, single-review p50/p99 (tokenization included), size on disk.
+Then a load test of the HTTP API serving the shipped student.
+
+Timings belong to the machine and the moment, so the reports are not stage outputs that
+dvc.lock hashes (see dvc.yaml).
 """
 
 import argparse
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from kd.baselines import load_baseline
 from kd.bench import load_test, measure
 from kd.data import load_split
-from kd.errors import exit_on_error
-from kd.export import FILES, load_student
+from kd.device import resolve_device, resolve_precision
+from kd.errors import PipelineError, exit_on_error
+from kd.export import export_all, load_student
 from kd.losses import teacher_margin
 from kd.metrics import model_footprint, sigmoid
 from kd.model import count_parameters, load_checkpoint
-from kd.params import load_params
+from kd.params import load_params, parse_params
+from kd.students import build_student
 from kd.teacher import load_teacher, score
 from kd.text import encode, load_tokenizer, pad_batch
 
 
-def _teacher_predictor(params):
-    model, tokenizer, identity = load_teacher(params.path)
+def _teacher_predictor(params, device: torch.device):
+    model, tokenizer, identity = load_teacher(params.teacher.path)
+    model.to(device)
+    precision = resolve_precision(params.teacher.precision, device)
 
     def predict(texts: list[str]) -> np.ndarray:
-        logits = score(model, tokenizer, texts, max_len=params.max_len,
-                       head_tokens=params.head_tokens, batch_size=len(texts),
-                       positive=identity["positive_index"])
+        logits = score(model, tokenizer, texts, max_len=params.teacher.max_len,
+                       head_tokens=params.teacher.head_tokens, batch_size=len(texts),
+                       positive=identity["positive_index"], device=device, precision=precision)
         return sigmoid(teacher_margin(logits))
+
+    return predict, f"PyTorch, {precision}"
+
+
+def _torch_predictor(model: torch.nn.Module, tokenizer):
+    @torch.inference_mode()
+    def predict(texts: list[str]) -> np.ndarray:
+        return torch.sigmoid(model(pad_batch(encode(tokenizer, texts), model.min_len))).numpy()
 
     return predict
 
 
-def _torch_predictor(checkpoint: str, tokenizer_path: str):
-    model, _ = load_checkpoint(checkpoint)
-    tokenizer = load_tokenizer(tokenizer_path)
-    min_len = max(model.config.kernel_sizes)
+def _measure_forms(export_dir: Path, paths: dict[str, Path], texts: list[str], labels,
+                   args) -> dict[str, dict]:
+    """Every exported form of one student: speed, size, and accuracy on the sample."""
+    rows = {}
+    for form, path in paths.items():
+        student = load_student(export_dir, form=form, threads=args.threads)
+        speed, probs = measure(student.positive_probs, texts, args.batch_size,
+                               args.latency_reviews)
+        rows[form] = {**speed, "size_mb": round(path.stat().st_size / 1e6, 2),
+                      "sample_accuracy": float(((probs >= 0.5) == (labels == 1)).mean())}
+        print(f"  {form}: {rows[form]}", flush=True)
+    return rows
 
-    @torch.inference_mode()
-    def predict(texts: list[str]) -> np.ndarray:
-        return torch.sigmoid(model(pad_batch(encode(tokenizer, texts), min_len))).numpy()
 
-    return predict, count_parameters(model)
-
-
-def _measure(predict, texts: list[str], labels: np.ndarray, batch_size: int,
-             latency_reviews: int) -> dict:
-    speed, probs = measure(predict, texts, batch_size, latency_reviews)
-    return {**speed, "accuracy": float(((probs >= 0.5) == (labels == 1)).mean())}
+def _fastest(forms: dict[str, dict]) -> tuple[str, dict]:
+    return max(forms.items(), key=lambda item: item[1]["reviews_per_s"])
 
 
 @exit_on_error
 def main(args: argparse.Namespace) -> None:
     params = load_params()
     torch.set_num_threads(args.threads)
+    device = resolve_device(params.device)
     test = load_split(args.test).shuffle(seed=params.seed)
     test = test.select(range(min(args.reviews, len(test))))  # a small test_size has fewer
     texts, labels = list(test["text"]), np.asarray(test["label"])
-    export = Path(args.export_dir)
+    metrics = json.loads(Path(args.metrics).read_text())
+    if not Path(args.sweep).is_file():
+        raise PipelineError(f"{args.sweep} not found: it lists the students of the frontier "
+                            "(python stages/sweep.py writes it from the experiments)")
+    sweep = json.loads(Path(args.sweep).read_text())
+    results = {"reviews": len(texts), "threads": args.threads, "batch_size": args.batch_size,
+               "device": str(device)}
+    frontier = []
 
-    results = {"reviews": len(texts), "threads": args.threads, "batch_size": args.batch_size}
-    results["teacher"] = {
-        **_measure(_teacher_predictor(params.teacher), texts, labels, args.batch_size,
-                   args.teacher_latency_reviews),
-        **model_footprint(params.teacher.path),
-    }
-    print("teacher", results["teacher"], flush=True)
-    torch_predict, student_params = _torch_predictor(args.checkpoint, args.tokenizer)
-    forms = {"student_torch": (torch_predict, Path(args.checkpoint))}
-    for form in ("bf16", "onnx", "int8"):
-        student = load_student(export, form=form, threads=args.threads)
-        forms[f"student_{form}"] = (student.positive_probs, export / FILES[form])
-    for name, (predict, path) in forms.items():
-        results[name] = {**_measure(predict, texts, labels, args.batch_size,
-                                    args.latency_reviews),
-                         "size_mb": round(path.stat().st_size / 1e6, 2),
-                         "params": student_params}
-        print(name, results[name], flush=True)
-    best = max(results[name]["reviews_per_s"] for name in forms)
-    results["speedup_vs_teacher"] = best / results["teacher"]["reviews_per_s"]
+    def add(name: str, row: dict, test_accuracy: dict | float) -> None:
+        results[name] = row
+        accuracy = test_accuracy if isinstance(test_accuracy, dict) else {"mean": test_accuracy}
+        frontier.append({"model": name, "form": row.get("form", ""),
+                         "reviews_per_s": round(row["reviews_per_s"], 1),
+                         "p50_ms": round(row["p50_ms"], 2), "size_mb": row["size_mb"],
+                         "accuracy": accuracy["mean"], "accuracy_std": accuracy.get("std")})
+        print(name, row, flush=True)
+
+    predict, form = _teacher_predictor(params, device)
+    speed, probs = measure(predict, texts, args.batch_size, args.teacher_latency_reviews)
+    add("teacher", {**speed, "form": form, **model_footprint(params.teacher.path),
+                    "sample_accuracy": float(((probs >= 0.5) == (labels == 1)).mean())},
+        metrics["teacher"]["accuracy"])
+
+    for name in ("tfidf_lr", "nb_lr"):
+        path = Path(args.baselines_dir) / f"{name}.parquet"
+        pipeline = load_baseline(path)
+        speed, probs = measure(lambda batch, model=pipeline: model.predict_proba(batch)[:, 1],
+                               texts, args.batch_size, args.latency_reviews)
+        add(name, {**speed, "form": "scikit-learn", "size_mb": round(path.stat().st_size / 1e6, 2),
+                   "sample_accuracy": float(((probs >= 0.5) == (labels == 1)).mean())},
+            metrics[name]["accuracy"])
+
+    # The shipped student: eager PyTorch and every exported form.
+    model, _ = load_checkpoint(args.checkpoint)
+    tokenizer = load_tokenizer(args.tokenizer)
+    speed, probs = measure(_torch_predictor(model, tokenizer), texts, args.batch_size,
+                           args.latency_reviews)
+    shipped = {"torch": {**speed, "size_mb": round(Path(args.checkpoint).stat().st_size / 1e6, 2),
+                         "sample_accuracy": float(((probs >= 0.5) == (labels == 1)).mean())}}
+    export = Path(args.export_dir)
+    files = json.loads((export / "metadata.json").read_text())["files"]
+    shipped.update(_measure_forms(export, {form: export / name for form, name in files.items()},
+                                  texts, labels, args))
+    best_form, best = _fastest(shipped)
+    add("student", {**best, "form": best_form, "forms": shipped,
+                    "params": count_parameters(model)}, metrics["student"]["accuracy"])
+
+    # One student of every arch and shape of the sweep, timed with fresh weights.
+    for entry in sweep["frontier"]:
+        print(f"{entry['name']}:", flush=True)
+        shape = parse_params({**params.to_dict(), **entry["params"]})  # its arch and shape
+        student = build_student(shape, tokenizer).eval()
+        with tempfile.TemporaryDirectory() as folder:
+            paths = export_all(student, args.tokenizer, folder, {})
+            forms = _measure_forms(Path(folder), paths, texts, labels, args)
+        form, row = _fastest(forms)
+        add(entry["name"], {**row, "form": form, "forms": forms,
+                            "params": count_parameters(student), "config": entry["params"]},
+            entry["student"]["test_accuracy"])
+
+    results["speedup_vs_teacher"] = results["student"]["reviews_per_s"] / \
+        results["teacher"]["reviews_per_s"]
     results["api"] = load_test(export, texts, clients=args.clients,
                                requests_per_client=args.requests_per_client)
     print("api", results["api"], flush=True)
-
-    Path(args.metrics).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.metrics).write_text(json.dumps(results, indent=2) + "\n")
-    rows = [{"model": name, "reviews_per_s": round(results[name]["reviews_per_s"], 1),
-             "accuracy": results[name]["accuracy"]} for name in ["teacher", *forms]]
-    plot = Path(args.plot)
-    plot.parent.mkdir(parents=True, exist_ok=True)
-    plot.write_text(json.dumps(rows, indent=2) + "\n")
+    for path, content in ((args.out, results), (args.frontier, frontier)):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(content, indent=2) + "\n")
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--test", default="data/prepared/test.parquet")
     parser.add_argument("--checkpoint", default="models/student/best.safetensors")
     parser.add_argument("--tokenizer", default="data/vocab/tokenizer.json")
     parser.add_argument("--export-dir", default="models/export")
+    parser.add_argument("--baselines-dir", default="models/baselines")
+    parser.add_argument("--metrics", default="reports/metrics.json")
+    parser.add_argument("--sweep", default="reports/sweep.json")
     parser.add_argument("--reviews", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
@@ -110,6 +172,6 @@ if __name__ == "__main__":
     parser.add_argument("--teacher-latency-reviews", type=int, default=100)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--requests-per-client", type=int, default=100)
-    parser.add_argument("--metrics", default="reports/benchmark.json")
-    parser.add_argument("--plot", default="reports/benchmark_plot.json")
+    parser.add_argument("--out", default="reports/benchmark.json")
+    parser.add_argument("--frontier", default="reports/frontier.json")
     main(parser.parse_args())

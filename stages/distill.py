@@ -1,101 +1,122 @@
-"""Stage `distill`: train the TextCNN student on labels and the teacher's soft labels.
+"""Stage `distill`: train the student (`student.arch`) on labels and the teacher's soft labels.
 
 With `--no-kd` it trains the same student on labels alone (alpha = 1, no transfer set, no
-teacher files read): the `distill_no_kd` baseline that tells what the teacher bought.
+teacher files read): the `distill_no_kd` twin that tells what the teacher bought.
+
+Training runs in a work folder outside the stage's outputs (DVC deletes those before a run),
+keyed by everything that decides the result; an interrupted run continues there after its last
+completed epoch. On success the files move into the output folder and the work folder goes.
 """
 
 import argparse
+import hashlib
+import json
+import shutil
 from pathlib import Path
 
-from kd.errors import PipelineError, exit_on_error
+from kd import tracking
+from kd.device import make_repeatable, resolve_device, resolve_precision
+from kd.errors import exit_on_error
 from kd.examples import Examples, file_sha256, load_examples
-from kd.model import (
-    TextCNN,
-    TextCNNConfig,
-    count_parameters,
-    load_checkpoint,
-    project_embeddings,
-    read_word_embeddings,
-    save_checkpoint,
-)
+from kd.model import count_parameters, load_checkpoint, save_checkpoint
 from kd.params import load_params
 from kd.reports import write_csv
+from kd.students import build_student
 from kd.teacher import read_soft_label_meta
 from kd.text import load_tokenizer
 from kd.train import FitConfig, fit, fit_temperature, predict_logits
 
-
-def build_student(params, vocab_size: int) -> TextCNN:
-    """The TextCNN of `params`, its embeddings started from the teacher's if asked for."""
-    config = TextCNNConfig(vocab_size=vocab_size, embed_dim=params.student.embed_dim,
-                           num_filters=params.student.num_filters,
-                           kernel_sizes=params.kernel_sizes, dropout=params.student.dropout)
-    model = TextCNN(config)
-    if params.student.init_embeddings == "teacher":
-        embeddings = read_word_embeddings(params.teacher.path)  # (V, H)
-        rows, hidden = embeddings.shape
-        if rows != vocab_size or config.embed_dim > hidden:
-            raise PipelineError(
-                f"the teacher's word embeddings are {(rows, hidden)} but the student's are "
-                f"{(vocab_size, config.embed_dim)}: set vocab.source = teacher and "
-                f"student.embed_dim <= {hidden}")
-        # A smaller student keeps the teacher's leading principal directions.
-        model.embedding.weight.data.copy_(project_embeddings(embeddings, config.embed_dim))
-        model.embedding.weight.data[config.pad_id] = 0
-    return model
+# What decides a student's bytes besides its data and params: a work folder made by other code
+# is not resumed.
+_CODE = [Path(__file__)] + [Path(__file__).parent / "kd" / name for name in
+                            ("model.py", "train.py", "losses.py", "students.py", "examples.py")]
 
 
 @exit_on_error
-def main(data_dir: str, teacher_dir: str, tokenizer_path: str, out_dir: str,
-         history_path: str, no_kd: bool) -> None:
+def main(args: argparse.Namespace) -> None:
     params = load_params()
+    threads = make_repeatable(params.train.seed, params.train.threads)
+    device = resolve_device(params.device)
+    precision = resolve_precision(params.train.precision, device)
+    no_kd = args.no_kd
     alpha = 1.0 if no_kd else params.alpha
-    use_unsup = params.use_unsup and not no_kd
-    tokenizer = load_tokenizer(tokenizer_path)
+    tokenizer = load_tokenizer(args.tokenizer)
     # Every split must come from the teacher that scored the training split.
-    teacher = {} if no_kd else read_soft_label_meta(Path(teacher_dir) / "train.parquet")
+    teacher = {} if no_kd else read_soft_label_meta(Path(args.teacher_dir) / "train.parquet")
+    splits = ["train", "val"]
+    if not no_kd:
+        splits += ["unsup"] * params.use_unsup + ["augment"] * (params.augment_size > 0)
     examples, fingerprints = {}, {}
-    for split in ["train", "val"] + (["unsup"] if use_unsup else []):
+    for split in splits:
         examples[split], fingerprints[split] = load_examples(
-            split, tokenizer, data_dir, None if no_kd else teacher_dir,
+            split, tokenizer, args.data_dir, None if no_kd else args.teacher_dir,
             teacher.get("teacher_sha256"))
-    train = examples["train"].concat(examples["unsup"]) if use_unsup else examples["train"]
+    train = examples["train"]
+    for split in splits[2:]:
+        train = train.concat(examples[split])
 
-    model = build_student(params, tokenizer.get_vocab_size())
+    model = build_student(params, tokenizer)
     meta = {
         "teacher_sha256": teacher.get("teacher_sha256"),
         "teacher_truncation": teacher.get("truncation"),
-        "tokenizer_sha256": file_sha256(tokenizer_path),
+        "tokenizer_sha256": file_sha256(args.tokenizer),
         "data_fingerprints": fingerprints,
         "alpha": alpha,
-        "use_unsup": use_unsup,
+        "transfer_set": splits[2:],
         "params": params.to_dict(),
+        "threads": threads,
+        "device_type": device.type,
+        "precision": precision,
     }
-    print(f"student: {count_parameters(model):,} parameters; {len(train)} training reviews "
-          f"({'with' if use_unsup else 'without'} the unlabelled transfer set), "
-          f"{len(examples['val'])} validation reviews, alpha = {alpha}")
+    print(f"student ({params.student.arch}): {count_parameters(model):,} parameters; "
+          f"{len(train)} training reviews ({', '.join(splits[:1] + splits[2:])}), "
+          f"{len(examples['val'])} validation reviews, alpha = {alpha}, {device} {precision}, "
+          f"{threads} threads", flush=True)
 
-    out = Path(out_dir)
-    best_accuracy = -1.0
+    work = _work_dir(args.work_dir, args.out_dir, meta)
+    print(f"work folder {work} (kept until the training ends, so a rerun resumes)", flush=True)
+    prefix = "no_kd." if no_kd else ""
+    best = {"val_accuracy": -1.0}
 
-    def on_epoch(epoch: int, row: dict) -> None:
-        nonlocal best_accuracy
-        save_checkpoint(model, out / f"epoch_{epoch}.safetensors", {**meta, **row})
-        if row["val_accuracy"] > best_accuracy:
-            best_accuracy = row["val_accuracy"]
-            save_checkpoint(model, out / "best.safetensors", {**meta, **row})
-        print(f"Epoch {epoch}/{params.epochs} | Train Loss: {row['train_loss']:.4f} | "
-              f"Val Loss: {row['val_loss']:.4f} | Val Acc: {100 * row['val_accuracy']:.2f}%",
-              flush=True)
+    with tracking.pipeline_run(params.to_dict()) as run:
 
-    fit_config = FitConfig(epochs=params.epochs, batch_size=params.train.batch_size,
-                           lr=params.train.lr, alpha=alpha, temperature=params.temperature,
-                           kd_loss=params.kd_loss, seed=params.seed,
-                           precision=params.train.precision)
-    write_csv(history_path, fit(model, train, examples["val"], fit_config, on_epoch))
+        def on_epoch(epoch: int, row: dict) -> None:
+            save_checkpoint(model, work / f"epoch_{epoch}.safetensors", {**meta, **row})
+            print(f"Epoch {epoch}/{params.epochs} | Train Loss: {row['train_loss']:.4f} | "
+                  f"Val Loss: {row['val_loss']:.4f} | Val Acc: {100 * row['val_accuracy']:.2f}%",
+                  flush=True)
+            tracking.log_epoch(run, row, prefix)
+
+        fit_config = FitConfig(epochs=params.epochs, batch_size=params.train.batch_size,
+                               lr=params.train.lr, alpha=alpha, temperature=params.temperature,
+                               kd_loss=params.kd_loss, seed=params.train.seed,
+                               precision=precision, adversarial=params.train.adversarial,
+                               device=str(device))
+        history = fit(model, train, examples["val"], fit_config, on_epoch,
+                      state_path=work / "training_state.safetensors")
+    for row in history:  # the best epoch by validation accuracy, the earliest on a tie
+        if row["val_accuracy"] > best["val_accuracy"]:
+            best = row
+    shutil.copy(work / f"epoch_{best['epoch']}.safetensors", work / "best.safetensors")
     if params.train.calibrate:
-        _calibrate(out / "best.safetensors", examples["val"])
-    print(f"best val accuracy {100 * best_accuracy:.2f}% -> {out / 'best.safetensors'}")
+        _calibrate(work / "best.safetensors", examples["val"])
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for path in sorted(work.glob("*.safetensors")):
+        if path.name != "training_state.safetensors":
+            shutil.copy(path, out / path.name)
+    write_csv(args.history, history)
+    shutil.rmtree(work)
+    print(f"best val accuracy {100 * best['val_accuracy']:.2f}% (epoch {best['epoch']}) -> "
+          f"{out / 'best.safetensors'}")
+
+
+def _work_dir(root: str, out_dir: str, meta: dict) -> Path:
+    """The work folder of this exact training: its data, params and code."""
+    digest = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
+    for path in _CODE:
+        digest.update(path.read_bytes())
+    return Path(root) / f"{Path(out_dir).name}-{digest.hexdigest()[:16]}"
 
 
 def _calibrate(checkpoint: Path, val: Examples) -> None:
@@ -111,13 +132,15 @@ def _calibrate(checkpoint: Path, val: Examples) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default="data/prepared")
     parser.add_argument("--teacher-dir", default="data/teacher")
     parser.add_argument("--tokenizer", default="data/vocab/tokenizer.json")
     parser.add_argument("--out-dir", default="models/student")
     parser.add_argument("--history", default="reports/training.csv")
+    parser.add_argument("--work-dir", default=".dvc/tmp/training",
+                        help="where unfinished trainings keep their state (not a DVC output)")
     parser.add_argument("--no-kd", action="store_true",
                         help="train on labels alone (alpha = 1, no transfer set, no teacher)")
-    args = parser.parse_args()
-    main(args.data_dir, args.teacher_dir, args.tokenizer, args.out_dir, args.history, args.no_kd)
+    main(parser.parse_args())

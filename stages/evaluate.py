@@ -1,14 +1,14 @@
-"""Stage `evaluate`: teacher, student and baselines on the test split -> metrics, plots, and
-one MLflow run (params, learning curves, metrics, and the exported student as a model)."""
+"""Stage `evaluate`: teacher, students and baselines on the test split -> metrics and plots,
+added to the pipeline's MLflow run."""
 
 import argparse
-import csv
 import json
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 
+from kd import tracking
 from kd.errors import PipelineError, exit_on_error
 from kd.examples import file_sha256, load_examples
 from kd.losses import teacher_margin
@@ -25,14 +25,7 @@ from kd.model import count_parameters, load_checkpoint
 from kd.params import load_params
 from kd.reports import write_csv
 from kd.text import load_tokenizer
-from kd.tracking import log_pipeline_run
 from kd.train import predict_logits
-
-
-def _read_history(path: str) -> list[dict]:
-    with open(path) as handle:
-        return [{key: int(value) if key == "epoch" else float(value) for key, value in row.items()}
-                for row in csv.DictReader(handle)]
 
 
 def _load_student(checkpoint: str, tokenizer_sha256: str):
@@ -45,18 +38,19 @@ def _load_student(checkpoint: str, tokenizer_sha256: str):
     if meta.get("tokenizer_sha256") != tokenizer_sha256:
         raise PipelineError(f"{checkpoint} was trained with another tokenizer than the current "
                             "one; run `dvc repro`")
-    return model, {**meta, "params": count_parameters(model),
+    return model, {**meta, "n_params": count_parameters(model),
                    "size_mb": round(Path(checkpoint).stat().st_size / 1e6, 2)}
 
 
-def _baseline_probs(path: str, ids: list[str], data_fingerprint: str) -> tuple[np.ndarray, dict]:
+def _baseline_probs(path: str, stage: str, ids: list[str],
+                    data_fingerprint: str) -> tuple[np.ndarray, dict]:
     if not Path(path).is_file():
-        raise PipelineError(f"{path} not found: run `dvc repro baseline_tfidf`")
+        raise PipelineError(f"{path} not found: run `dvc repro {stage}`")
     table = pq.read_table(path)
     meta = json.loads(table.schema.metadata[b"kd.baseline"])
     if meta["data_fingerprint"] != data_fingerprint:
         raise PipelineError(f"{path} scored other test reviews than the prepared split; "
-                            "run `dvc repro baseline_tfidf`")
+                            f"run `dvc repro {stage}`")
     prob_of = dict(zip(table.column("id").to_pylist(), table.column("positive_prob").to_pylist(),
                        strict=True))
     return np.array([prob_of[review_id] for review_id in ids]), meta
@@ -75,18 +69,18 @@ def main(args: argparse.Namespace) -> None:
     teacher_probs = sigmoid(teacher_margin(test.teacher_logits))
     student_probs = sigmoid(predict_logits(student_model, test.input_ids))
     no_kd_probs = sigmoid(predict_logits(no_kd_model, test.input_ids))
-    tfidf_probs, tfidf = _baseline_probs(args.tfidf, test.ids, test_fingerprint)
+    tfidf_probs, tfidf = _baseline_probs(args.tfidf, "baseline_tfidf", test.ids, test_fingerprint)
+    nb_probs, nb = _baseline_probs(args.nb, "baseline_nb", test.ids, test_fingerprint)
 
     rows = {
         "teacher": model_footprint(params.teacher.path),
-        "student": {"agreement_with_teacher": agreement(student_probs, teacher_probs),
-                    "params": student["params"], "size_mb": student["size_mb"]},
-        "student_no_kd": {"agreement_with_teacher": agreement(no_kd_probs, teacher_probs),
-                          "params": no_kd["params"], "size_mb": no_kd["size_mb"]},
-        "tfidf_lr": {"params": tfidf["features"] + 1},
+        "student": _student_row(student, student_probs, teacher_probs),
+        "student_no_kd": _student_row(no_kd, no_kd_probs, teacher_probs),
+        "tfidf_lr": {"params": tfidf["features"] + 1, "val_accuracy": tfidf["val_accuracy"]},
+        "nb_lr": {"params": nb["features"] + 1, "val_accuracy": nb["val_accuracy"]},
     }
     probs = {"teacher": teacher_probs, "student": student_probs, "student_no_kd": no_kd_probs,
-             "tfidf_lr": tfidf_probs}
+             "tfidf_lr": tfidf_probs, "nb_lr": nb_probs}
     metrics = {"test_reviews": len(test)}
     for name, model_probs in probs.items():
         metrics[name] = {**classification_metrics(labels, model_probs), **rows[name]}
@@ -103,10 +97,16 @@ def main(args: argparse.Namespace) -> None:
         write_csv(plots / f"confusion_{name}.csv", confusion_rows(labels, probs[name]))
     print(json.dumps(metrics, indent=2))
 
-    run_id = log_pipeline_run(params.to_dict(), _read_history(args.history), metrics,
-                              artifacts=[args.checkpoint, args.tokenizer, args.metrics],
-                              export_dir=args.export_dir)
-    print(f"MLflow run {run_id} (see `mlflow ui`)")
+    with tracking.pipeline_run(params.to_dict()) as run:
+        tracking.log_results(run, metrics, artifacts=[args.checkpoint, args.tokenizer,
+                                                      args.metrics])
+        print(f"MLflow run {run.info.run_id} (see `mlflow ui`)")
+
+
+def _student_row(student: dict, probs: np.ndarray, teacher_probs: np.ndarray) -> dict:
+    return {"agreement_with_teacher": agreement(probs, teacher_probs),
+            "val_accuracy": student["val_accuracy"], "params": student["n_params"],
+            "size_mb": student["size_mb"]}
 
 
 if __name__ == "__main__":
@@ -117,8 +117,7 @@ if __name__ == "__main__":
     parser.add_argument("--checkpoint", default="models/student/best.safetensors")
     parser.add_argument("--no-kd-checkpoint", default="models/student_no_kd/best.safetensors")
     parser.add_argument("--tfidf", default="data/baselines/tfidf_lr.parquet")
-    parser.add_argument("--export-dir", default="models/export")
-    parser.add_argument("--history", default="reports/training.csv")
+    parser.add_argument("--nb", default="data/baselines/nb_lr.parquet")
     parser.add_argument("--metrics", default="reports/metrics.json")
     parser.add_argument("--plots-dir", default="reports/plots")
     main(parser.parse_args())

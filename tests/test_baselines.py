@@ -1,9 +1,11 @@
 import random
 
 import numpy as np
+import pytest
 
 from conftest import make_review
-from kd.baselines import fit_tfidf_lr
+from kd.baselines import fit_nb_lr, fit_tfidf_lr, load_baseline, log_count_ratio, save_baseline
+from kd.errors import PipelineError
 
 
 def _reviews(count: int, seed: int) -> tuple[list[str], np.ndarray]:
@@ -22,3 +24,58 @@ def test_tfidf_lr_learns_separable_reviews_and_picks_c_on_validation():
     probs = pipeline.predict_proba(val_texts)[:, 1]
     assert probs.shape == (60,) and np.all((probs >= 0) & (probs <= 1))
     assert ((probs >= 0.5) == val_labels).mean() == summary["val_accuracy"]
+
+
+def test_log_count_ratio_by_hand():
+    from scipy.sparse import csr_matrix
+
+    features = csr_matrix(np.array([[1, 0, 1], [1, 1, 0], [0, 1, 0]], dtype=np.float32))
+    labels = np.array([1, 1, 0])
+    positive = 1 + np.array([2, 1, 1])  # smoothed counts in positive reviews
+    negative = 1 + np.array([0, 1, 0])
+    expected = np.log(positive / positive.sum()) - np.log(negative / negative.sum())
+    np.testing.assert_allclose(log_count_ratio(features, labels), expected)
+
+
+def test_nb_lr_learns_and_folds_the_ratio_into_its_weights(tmp_path):
+    train_texts, train_labels = _reviews(200, seed=0)
+    val_texts, val_labels = _reviews(60, seed=1)
+    pipeline, summary = fit_nb_lr(train_texts, train_labels, val_texts, val_labels,
+                                  c_grid=(0.1, 1.0), ngram_max=3)
+    assert summary["val_accuracy"] > 0.8
+    vectorizer, model = pipeline[0], pipeline[1]
+    assert any(len(term.split()) == 3 for term in vectorizer.vocabulary_)  # trigrams
+    assert "!" in vectorizer.vocabulary_  # punctuation that carries sentiment
+    # A plain binary-count pipeline: the score is (w * r) . x + b.
+    features = vectorizer.transform(val_texts)
+    np.testing.assert_allclose(pipeline.decision_function(val_texts),
+                               features @ model.coef_.ravel() + model.intercept_[0], rtol=1e-5)
+    save_baseline(pipeline, tmp_path / "nb.parquet")
+    loaded = load_baseline(tmp_path / "nb.parquet")
+    np.testing.assert_allclose(loaded.predict_proba(val_texts), pipeline.predict_proba(val_texts),
+                               rtol=1e-12)
+
+
+def test_a_saved_tfidf_model_scores_as_the_fitted_one(tmp_path):
+    train_texts, train_labels = _reviews(100, seed=0)
+    val_texts, val_labels = _reviews(30, seed=1)
+    pipeline, _ = fit_tfidf_lr(train_texts, train_labels, val_texts, val_labels, c_grid=(1.0,),
+                               min_df=1)
+    save_baseline(pipeline, tmp_path / "tfidf.parquet")
+    loaded = load_baseline(tmp_path / "tfidf.parquet")
+    np.testing.assert_allclose(loaded.predict_proba(val_texts), pipeline.predict_proba(val_texts),
+                               rtol=1e-12)
+    first = (tmp_path / "tfidf.parquet").read_bytes()
+    save_baseline(loaded, tmp_path / "again.parquet")  # the same model, the same bytes
+    assert (tmp_path / "again.parquet").read_bytes() == first
+
+
+def test_a_file_that_is_not_a_baseline_model_is_refused(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"ngram": ["a"]}), tmp_path / "other.parquet")
+    with pytest.raises(PipelineError, match="not a baseline model"):
+        load_baseline(tmp_path / "other.parquet")
+    with pytest.raises(PipelineError, match="run `dvc repro`"):
+        load_baseline(tmp_path / "missing.parquet")

@@ -1,12 +1,17 @@
+import pytest
 import torch
 
 from kd.model import (
+    BiLSTM,
+    BiLSTMConfig,
     TextCNN,
     TextCNNConfig,
+    build_model,
     count_parameters,
     load_checkpoint,
     safetensors_parameters,
     save_checkpoint,
+    teacher_layers,
 )
 
 
@@ -54,3 +59,63 @@ def test_score_does_not_depend_on_padding():
         assert torch.allclose(model(padded), alone, atol=1e-6)
     shorter_than_kernels = torch.tensor([[7, 8, 0, 0, 0]])  # no window fits: features are 0
     assert torch.allclose(model(shorter_than_kernels), model.output.bias)
+
+
+def test_ngram_branch_is_a_normalised_bag_of_hashed_ngrams():
+    config = TextCNNConfig(vocab_size=10, embed_dim=4, num_filters=2, kernel_sizes=(2,),
+                           ngram_order=2, ngram_buckets=7)
+    model = TextCNN(config).eval()
+    assert torch.all(model.ngrams.weights.weight == 0)  # adds nothing until trained
+    with torch.no_grad():
+        model.ngrams.weights.weight.copy_(torch.arange(17, dtype=torch.float).unsqueeze(1))
+    review = torch.tensor([[3, 4, 5, 0, 0]])  # 3 word pieces, 2 bigrams, then padding
+    # unigram rows are the ids; bigram (a, b) goes to row 10 + (a * 10 + b) % 7.
+    rows = [3, 4, 5, 10 + 34 % 7, 10 + 45 % 7]
+    expected = sum(rows) / 5 ** 0.5
+    assert model.ngrams(review).item() == pytest.approx(expected)
+    cnn_only = model.output(torch.cat([(conv(model.embed(review).transpose(1, 2)).relu()
+                                        * torch.tensor([1, 1, 0, 0.0])).amax(2)
+                                       for conv in model.convs], 1)).squeeze(1)
+    assert model(review).item() == pytest.approx((cnn_only + expected).item(), rel=1e-5)
+    assert torch.allclose(model(review[:, :3]), model(review))  # padding changes nothing
+
+
+def test_bilstm_score_does_not_depend_on_padding_and_reads_both_ways():
+    torch.manual_seed(0)
+    model = BiLSTM(BiLSTMConfig(vocab_size=30, embed_dim=6, hidden_size=5)).eval()
+    review = torch.randint(1, 30, (1, 8))
+    alone = model(review)
+    for extra in (1, 4):
+        padded = torch.cat([review, torch.zeros((1, extra), dtype=torch.long)], dim=1)
+        assert torch.allclose(model(padded), alone, atol=1e-6)
+    # The backward LSTM reads the review reversed: reversing the review swaps the two
+    # directions' roles, so with the two LSTMs' weights swapped the score is the same.
+    swapped = BiLSTM(model.config).eval()
+    state = model.state_dict()
+    state = {name.replace("forward_lstm", "tmp").replace("backward_lstm", "forward_lstm")
+             .replace("tmp", "backward_lstm"): tensor for name, tensor in state.items()}
+    swapped.load_state_dict(state)
+    hidden = model.config.hidden_size
+    with torch.no_grad():  # and the pooled halves swapped at the hidden layer's input
+        swapped.hidden.weight.copy_(torch.cat([model.hidden.weight[:, hidden:],
+                                               model.hidden.weight[:, :hidden]], dim=1))
+    assert torch.allclose(swapped(review.flip(1)), alone, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["textcnn", "bilstm"])
+def test_checkpoint_round_trip_for_every_arch(tmp_path, arch):
+    config = {"vocab_size": 40, "embed_dim": 6}
+    if arch == "textcnn":
+        config.update(ngram_order=3, ngram_buckets=11)
+    model = build_model(arch, config)
+    save_checkpoint(model, tmp_path / "student.safetensors", {})
+    loaded, _ = load_checkpoint(tmp_path / "student.safetensors")
+    assert type(loaded) is type(model) and loaded.config == model.config
+    input_ids = torch.randint(1, 40, (3, 9))
+    assert torch.equal(loaded(input_ids), model.eval()(input_ids))
+
+
+def test_teacher_layers_are_spread_from_the_first():
+    assert teacher_layers(6, 3) == [0, 2, 4]  # DistilBERT's choice
+    assert teacher_layers(6, 2) == [0, 3]
+    assert teacher_layers(6, 6) == list(range(6))

@@ -27,6 +27,20 @@ def test_committed_params_are_valid():
     ({"alpah": 0.5}, "unknown key(s) alpah"),
     ({"vocab": {"size": 10}}, "unknown key(s) vocab.size"),
     ({"train": 5}, "`train` must be a mapping"),
+    ({"student": {"arch": "gru"}}, "`student.arch` = 'gru' is not allowed; it must be one of "
+                                   "textcnn, bilstm, transformer"),
+    ({"student": {"layers": 0}}, "`student.layers` = 0"),
+    ({"student": {"ngram_order": 6}}, "`student.ngram_order` = 6"),
+    ({"augment_size": -1}, "`augment_size` = -1 is not allowed; it must be an integer >= 0"),
+    ({"augment_size": 2.5}, "`augment_size` = 2.5 is not allowed; it must be an integer >= 0"),
+    ({"augment_size": "all"}, "`augment_size` = 'all'"),
+    ({"augment": {"mask_prob": 1.5}}, "`augment.mask_prob` = 1.5"),
+    ({"train": {"adversarial": -1}}, "`train.adversarial` = -1"),
+    ({"train": {"precision": "fp16"}}, "`train.precision` = 'fp16'"),
+    ({"train": {"threads": -2}}, "`train.threads` = -2"),
+    ({"device": "gpu"}, "`device` = 'gpu' is not allowed; it must be auto"),
+    ({"device": "cuda:x"}, "`device` = 'cuda:x'"),
+    ({"baselines": {"nb_c_grid": []}}, "`baselines.nb_c_grid` = []"),
 ])
 def test_bad_values_name_the_key_and_value(override, message):
     raw = yaml.safe_load(open("params.yaml"))

@@ -6,12 +6,15 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
 from conftest import write_tarball
+from kd.model import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
@@ -30,12 +33,26 @@ def write_params(root: Path, **top_level) -> None:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     # Pinned, not taken from the committed params: the tests below change exactly these.
     params.update({"epochs": 2, "alpha": 0.3, "temperature": 1.0, "use_unsup": False,
-                   **top_level})
+                   "augment_size": 20, **top_level})
     params["vocab"].update(max_size=200, min_freq=1, max_len=40)
     params["teacher"].update(max_len=32, head_tokens=8, batch_size=16)
-    params["student"].update(embed_dim=16, num_filters=8)
+    params["student"].update(embed_dim=16, num_filters=8, ngram_order=2, ngram_buckets=64)
     params["train"].update(batch_size=16)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+# The students of the tiny frontier, one of each arch (accuracies made up: the benchmark only
+# carries them into its table).
+TINY_SWEEP = {"frontier": [
+    {"name": name, "params": {"kernel_sizes": [3, 4, 5], "student": student},
+     "student": {"test_accuracy": {"mean": 0.5, "std": 0.01}}}
+    for name, student in [
+        ("textcnn-tiny", {"arch": "textcnn", "embed_dim": 16, "num_filters": 8,
+                          "ngram_order": 2, "ngram_buckets": 64}),
+        ("bilstm-tiny", {"arch": "bilstm", "embed_dim": 16, "hidden_size": 8}),
+        ("transformer-tiny", {"arch": "transformer", "layers": 1, "max_len": 16,
+                              "head_tokens": 4}),
+    ]]}
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +63,8 @@ def project(tmp_path_factory, tiny_teacher) -> Path:
     shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
     shutil.copy(REPO / ".gitignore", root / ".gitignore")
     write_params(root)
+    (root / "reports").mkdir()
+    (root / "reports/sweep.json").write_text(json.dumps(TINY_SWEEP))
     write_tarball(root / "data/raw/aclImdb_v1.tar.gz", reviews_per_folder=30, unsup=20)
     shutil.copytree(tiny_teacher, root / "models/teacher")
     run(root, "git", "init", "-q")
@@ -59,6 +78,14 @@ def project(tmp_path_factory, tiny_teacher) -> Path:
     return root
 
 
+@pytest.fixture
+def fresh(project) -> Path:
+    """The project as committed after its first `dvc repro`, whatever an earlier test did."""
+    run(project, "git", "reset", "-q", "--hard")
+    run(project, "dvc", "checkout", "-q", "--force")
+    return project
+
+
 def mlflow_runs(root: Path) -> list[tuple[str, str]]:
     """(run id, dvc_exp_name tag) of every run in the project's MLflow store."""
     with sqlite3.connect(root / "mlflow.db") as db:
@@ -67,24 +94,41 @@ def mlflow_runs(root: Path) -> list[tuple[str, str]]:
                           "ORDER BY runs.start_time").fetchall()
 
 
-def test_repro_runs_every_stage_and_records_the_run(project):
-    for split in ("train", "val", "test", "unsup"):
+def mlflow_metric_steps(root: Path, run_id: str) -> dict[str, list[int]]:
+    with sqlite3.connect(root / "mlflow.db") as db:
+        rows = db.execute("SELECT key, step FROM metrics WHERE run_uuid = ? ORDER BY step",
+                          (run_id,)).fetchall()
+    steps: dict[str, list[int]] = {}
+    for key, step in rows:
+        steps.setdefault(key, []).append(step)
+    return steps
+
+
+def lock_outs(root: Path) -> dict[str, str]:
+    """md5 of every stage output in dvc.lock, by path."""
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    return {out["path"]: out["md5"] for stage in lock["stages"].values()
+            for out in stage.get("outs", [])}
+
+
+def test_repro_runs_every_stage_and_records_the_run(fresh):
+    project = fresh
+    for split in ("train", "val", "test", "unsup", "augment"):
         assert (project / f"data/prepared/{split}.parquet").is_file()
         assert (project / f"data/teacher/{split}.parquet").is_file()
     assert (project / "data/vocab/tokenizer.json").is_file()
     for student in ("student", "student_no_kd"):
         assert {path.name for path in (project / "models" / student).iterdir()} == {
             "epoch_1.safetensors", "epoch_2.safetensors", "best.safetensors"}
-    assert (project / "data/baselines/tfidf_lr.parquet").is_file()
+    assert not list((project / ".dvc/tmp/training").iterdir())  # work folders cleaned up
     metrics = json.loads((project / "reports/metrics.json").read_text())
     assert metrics["test_reviews"] == 60
-    for model in ("teacher", "student", "student_no_kd", "tfidf_lr"):
+    for model in ("teacher", "student", "student_no_kd", "tfidf_lr", "nb_lr"):
         assert {"accuracy", "f1", "roc_auc", "ece", "params"} <= set(metrics[model])
         assert 0 <= metrics[model]["accuracy"] <= 1
-    for model in ("teacher", "student", "student_no_kd"):
-        assert metrics[model]["size_mb"] > 0
+    for model in ("student", "student_no_kd", "tfidf_lr", "nb_lr"):
+        assert 0 <= metrics[model]["val_accuracy"] <= 1
     assert metrics["student"]["params"] == metrics["student_no_kd"]["params"] > 0
-    assert isinstance(metrics["student"]["params"], int)
     assert 0 <= metrics["student"]["agreement_with_teacher"] <= 1
     assert metrics["kd_gain"] == pytest.approx(
         metrics["student"]["accuracy"] - metrics["student_no_kd"]["accuracy"])
@@ -92,41 +136,96 @@ def test_repro_runs_every_stage_and_records_the_run(project):
         metrics["student"]["accuracy"] / metrics["teacher"]["accuracy"])
     history = (project / "reports/training.csv").read_text().splitlines()
     assert history[0] == "epoch,train_loss,val_loss,val_accuracy" and len(history) == 3
-    for name in ("roc_student", "roc_teacher", "roc_tfidf_lr", "reliability_student_no_kd",
-                 "confusion_student", "confusion_teacher"):
+    for name in ("roc_student", "roc_teacher", "roc_tfidf_lr", "roc_nb_lr",
+                 "reliability_student_no_kd", "confusion_student", "confusion_teacher"):
         assert (project / f"reports/plots/{name}.csv").is_file()
     export = json.loads((project / "reports/export.json").read_text())
     assert max(export["max_prob_diff"]["onnx"], export["max_prob_diff"]["torchscript"]) < 1e-4
     assert export["accuracy"]["onnx"] == metrics["student"]["accuracy"]
-    assert {"int8_accuracy_drop", "bf16_accuracy_drop"} <= set(export)
+    assert set(export["accuracy_drop"]) == {"torchscript", "bf16", "onnx", "int8"}
+
     benchmark = json.loads((project / "reports/benchmark.json").read_text())
-    for model in ("teacher", "student_torch", "student_bf16", "student_onnx", "student_int8"):
-        assert {"reviews_per_s", "p50_ms", "p99_ms", "size_mb", "accuracy"} <= set(
-            benchmark[model])
+    frontier = json.loads((project / "reports/frontier.json").read_text())
+    names = ["teacher", "tfidf_lr", "nb_lr", "student", "textcnn-tiny", "bilstm-tiny",
+             "transformer-tiny"]
+    assert [row["model"] for row in frontier] == names
+    for row in frontier:
+        assert row["reviews_per_s"] > 0 and row["p50_ms"] > 0 and row["size_mb"] > 0
+    assert benchmark["student"]["forms"].keys() == {"torch", "torchscript", "bf16", "onnx",
+                                                   "int8"}
+    assert benchmark["transformer-tiny"]["forms"].keys() == {"onnx", "int8"}
+    assert frontier[0]["accuracy"] == metrics["teacher"]["accuracy"]
+    assert frontier[-1]["accuracy"] == 0.5 and frontier[-1]["accuracy_std"] == 0.01
     assert benchmark["api"]["errors"] == 0 and benchmark["api"]["clients"] == 16
     assert benchmark["speedup_vs_teacher"] > 0
+
     lock = yaml.safe_load((project / "dvc.lock").read_text())
-    assert {"prepare", "vocab", "teacher_infer@test", "teacher_infer@unsup", "distill",
-            "distill_no_kd", "baseline_tfidf", "evaluate", "export", "benchmark"} <= set(
-        lock["stages"])
-    assert len(mlflow_runs(project)) == 1
-    (logged_model,) = project.glob("mlartifacts/**/MLmodel")  # the student, as a pyfunc model
+    assert {"prepare", "augment", "vocab", "teacher_infer@test", "teacher_infer@augment",
+            "distill", "distill_no_kd", "baseline@tfidf_lr", "baseline@nb_lr", "evaluate",
+            "export", "benchmark"} <= set(lock["stages"])
+    assert "outs" not in lock["stages"]["benchmark"]  # timings are never hashed
+    # One MLflow run for the whole execution: the epochs of both trainings as they ended,
+    # the test metrics, and the exported student as a model.
+    ((run_id, exp_name),) = mlflow_runs(project)
+    assert exp_name == "workspace"
+    steps = mlflow_metric_steps(project, run_id)
+    assert steps["val_accuracy"] == [1, 2] and steps["no_kd.train_loss"] == [1, 2]
+    assert "student.accuracy" in steps and "nb_lr.accuracy" in steps
+    (logged_model,) = project.glob("mlartifacts/**/MLmodel")
     assert "signature" in logged_model.read_text()
     assert "dvc.yaml" not in run(project, "dvc", "status").stdout  # everything up to date
 
 
-def test_speed_curve_times_every_form_of_each_shape(project, tmp_path):
-    out = tmp_path / "curve.json"
-    run(project, sys.executable, "stages/speed_curve.py", "--shapes", "16x8", "8x4",
-        "--reviews", "20", "--latency-reviews", "5", "--out", str(out))
-    *rows, tokenizer = json.loads(out.read_text())
-    assert [(row["embed_dim"], row["form"]) for row in rows] == [
-        (16, "bf16"), (16, "onnx"), (16, "int8"), (8, "bf16"), (8, "onnx"), (8, "int8")]
-    assert all(row["reviews_per_s"] > 0 and row["p99_ms"] >= row["p50_ms"] > 0 for row in rows)
-    assert tokenizer["form"] == "tokenizer only" and tokenizer["reviews_per_s"] > 0
+def test_every_stage_reruns_to_the_same_bytes(fresh):
+    """No output dvc.lock hashes holds a time, a run id or a path: `dvc repro -f` (every stage,
+    the teacher, both trainings and the exports included) gives the same hashes."""
+    before = lock_outs(fresh)
+    metrics = (fresh / "reports/metrics.json").read_bytes()
+    run(fresh, "dvc", "repro", "-f")
+    assert lock_outs(fresh) == before
+    assert (fresh / "reports/metrics.json").read_bytes() == metrics
 
 
-def test_exp_run_sets_alpha_and_metrics_diff_compares(project):
+def test_an_interrupted_training_resumes_to_the_same_bytes(fresh):
+    write_params(fresh, epochs=12)
+    params = yaml.safe_load((fresh / "params.yaml").read_text())
+    params["train"]["batch_size"] = 2  # slow epochs, so the kill lands in the middle
+    (fresh / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    training = subprocess.Popen([sys.executable, "stages/distill.py"], cwd=fresh, env=ENV,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list(fresh.glob(".dvc/tmp/training/*/training_state.safetensors")):
+        assert training.poll() is None and time.monotonic() < deadline, "no epoch ended"
+        time.sleep(0.01)
+    training.kill()  # SIGKILL mid-training: no clean-up runs
+    training.wait()
+    (state,) = fresh.glob(".dvc/tmp/training/*/training_state.safetensors")
+    resumed = run(fresh, "dvc", "repro", "distill").stdout
+    assert "resuming after epoch" in resumed
+    assert not state.exists()  # the work folder goes once the training is done
+    outputs = {path.name: path.read_bytes() for path in (fresh / "models/student").iterdir()}
+    assert len(outputs) == 13  # 12 epochs and the best
+    run(fresh, "dvc", "repro", "-f", "-s", "distill")
+    assert {path.name: path.read_bytes()
+            for path in (fresh / "models/student").iterdir()} == outputs
+
+
+def test_no_test_review_enters_a_transfer_set(fresh):
+    def ids(name: str, column: str = "id") -> set[str]:
+        return set(pq.read_table(fresh / f"data/prepared/{name}.parquet").column(column)
+                   .to_pylist())
+
+    test, val, train, unsup = ids("test"), ids("val"), ids("train"), ids("unsup")
+    sources = ids("augment", "source_id")
+    assert sources and sources <= train | unsup
+    assert not sources & (test | val)
+    assert not unsup & test and not train & test
+    _, meta = load_checkpoint(fresh / "models/student/best.safetensors")
+    assert meta["transfer_set"] == ["augment"]
+
+
+def test_exp_run_sets_alpha_and_metrics_diff_compares(fresh):
+    project = fresh
     runs_before = len(mlflow_runs(project))
     teacher_logits = (project / "data/teacher/train.parquet").stat().st_mtime_ns
     result = run(project, "dvc", "exp", "run", "-S", "alpha=0.7")
@@ -146,15 +245,16 @@ def test_exp_run_sets_alpha_and_metrics_diff_compares(project):
     assert runs[-1][1] in names
 
 
-def test_transfer_set_and_temperature_retrain_only_the_student(project):
-    result = run(project, "dvc", "exp", "run", "-S", "use_unsup=true", "-S", "temperature=2")
+def test_transfer_set_and_temperature_retrain_only_the_student(fresh):
+    result = run(fresh, "dvc", "exp", "run", "-S", "use_unsup=true", "-S", "temperature=2")
     assert "Running stage 'distill'" in result.stdout
-    for stage in ("teacher_infer", "distill_no_kd", "baseline_tfidf"):
+    for stage in ("teacher_infer", "distill_no_kd", "baseline"):
         assert f"Running stage '{stage}" not in result.stdout
-    assert "74 training reviews (with the unlabelled transfer set)" in result.stdout
+    assert "94 training reviews (train, unsup, augment)" in result.stdout
 
 
-def test_bad_params_stop_the_run_and_keep_the_teacher_logits(project):
+def test_bad_params_stop_the_run_and_keep_the_teacher_logits(fresh):
+    project = fresh
     before = {path: path.stat().st_mtime_ns for path in (project / "data/teacher").iterdir()}
     write_params(project, alpha=1.5)
     result = run(project, "dvc", "repro", check=False)

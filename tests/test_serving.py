@@ -161,13 +161,12 @@ def test_timing_helpers_report_rates_and_percentiles(export):
 def test_mlflow_serves_the_export_with_its_signature(export, tmp_path):
     import mlflow
 
-    from kd.tracking import log_pipeline_run
+    from kd.tracking import log_student_model, pipeline_run
 
     folder, _, eager = export
-    run_id = log_pipeline_run({"alpha": 0.5}, [], {"student": {"accuracy": 0.9}}, artifacts=[],
-                              export_dir=folder, root=tmp_path)
-    uri = f"runs:/{run_id}/student"
-    model = mlflow.pyfunc.load_model(uri)
+    with pipeline_run({"alpha": 0.5}, root=tmp_path) as run:
+        log_student_model(run, folder)
+    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/student")
     assert model.metadata.get_input_schema().input_names() == ["text"]
     predictions = model.predict(pd.DataFrame({"text": TEXTS}))
     assert list(predictions.columns) == ["label", "positive_prob"]

@@ -1,7 +1,8 @@
-"""Portable forms of the student: TorchScript (fp32 and bf16), ONNX (fp32) and ONNX int8.
+"""Portable forms of the student: ONNX (fp32) and ONNX int8 for every arch, and TorchScript
+(fp32 and bf16) for the ones TorchScript compiles (TextCNN, BiLSTM).
 
 An export folder runs on its own: the model files, the student's `tokenizer.json`, and
-`metadata.json` (max length, the shortest input the convolutions accept, label names, where
+`metadata.json` (the forms it holds, the shortest input the model accepts, label names, where
 the student came from). `load_student` serves any form: the ONNX ones with ONNX Runtime and
 numpy, the TorchScript ones with torch (this module imports torch for the exports either way).
 """
@@ -16,37 +17,43 @@ import numpy as np
 import torch
 
 from kd.errors import PipelineError
-from kd.model import TextCNN
+from kd.model import Student
 
 LABELS = ("negative", "positive")
 FILES = {"torchscript": "student.pt", "bf16": "student.bf16.pt", "onnx": "student.onnx",
          "int8": "student.int8.onnx"}
 
 
-def export_torchscript(model: TextCNN, path: str | Path,
+def forms_of(model: Student) -> list[str]:
+    """The forms `export_all` writes for this student."""
+    return [form for form in FILES if model.scriptable or form in ("onnx", "int8")]
+
+
+def export_torchscript(model: Student, path: str | Path,
                        dtype: torch.dtype = torch.float32) -> None:
     """Script the model in `dtype` (no tracing: any batch size and length stay valid).
 
-    bf16 halves the file and runs the convolutions on the CPU's bf16 units (AMX here).
+    bf16 halves the file and runs the convolutions on the CPU's bf16 units.
     """
     torch.jit.script(copy.deepcopy(model).eval().to(dtype)).save(str(path))
 
 
-def export_onnx(model: TextCNN, path: str | Path) -> None:
+def export_onnx(model: Student, path: str | Path) -> None:
     """ONNX with dynamic batch and sequence axes: input_ids (B, L) int64 -> logits (B,)."""
-    example = torch.ones((2, max(model.config.kernel_sizes)), dtype=torch.long)
+    example = torch.ones((2, max(model.min_len, 2)), dtype=torch.long)
     torch.onnx.export(model.eval(), (example,), str(path), input_names=["input_ids"],
                       output_names=["logits"], dynamo=False,
                       dynamic_axes={"input_ids": {0: "batch", 1: "length"},
                                     "logits": {0: "batch"}})
 
 
-def quantize_int8(onnx_path: str | Path, int8_path: str | Path) -> None:
-    """Dynamic int8 quantization of the embedding table (weights only, dequantized on lookup).
+def quantize_int8(onnx_path: str | Path, int8_path: str | Path,
+                  op_types: tuple[str, ...] = ("Gather",)) -> None:
+    """Dynamic int8 quantization of the `op_types` weights (the model's `int8_ops`).
 
-    The embedding is nearly all of the student's bytes. The convolutions stay fp32: ONNX
-    Runtime's ConvInteger measured 3.6x slower than its fp32 Conv on this CPU (148 against 533
-    reviews/s), for no gain in accuracy.
+    For the TextCNN and BiLSTM, the embedding table only (weights, dequantized on lookup): it is
+    nearly all of their bytes, and ONNX Runtime's ConvInteger measured 3.6x slower than its
+    fp32 Conv on this CPU (148 against 533 reviews/s). The transformer's matrix products too.
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -57,29 +64,30 @@ def quantize_int8(onnx_path: str | Path, int8_path: str | Path) -> None:
     root.setLevel(logging.ERROR)
     try:
         quantize_dynamic(str(onnx_path), str(int8_path), weight_type=QuantType.QInt8,
-                         op_types_to_quantize=["Gather"])
+                         op_types_to_quantize=list(op_types))
     finally:
         root.setLevel(level)
 
 
-def export_all(model: TextCNN, tokenizer_path: str | Path, out_dir: str | Path,
+def export_all(model: Student, tokenizer_path: str | Path, out_dir: str | Path,
                meta: dict) -> dict[str, Path]:
-    """Write every form of the student, its tokenizer and metadata into `out_dir`.
+    """Write every form of the student (`forms_of`), its tokenizer and metadata into `out_dir`.
 
     Returns:
-        {form: path} for every form in FILES.
+        {form: path} for the forms written.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {form: out / name for form, name in FILES.items()}
-    export_torchscript(model, paths["torchscript"])
-    export_torchscript(model, paths["bf16"], dtype=torch.bfloat16)
+    paths = {form: out / FILES[form] for form in forms_of(model)}
+    if model.scriptable:
+        export_torchscript(model, paths["torchscript"])
+        export_torchscript(model, paths["bf16"], dtype=torch.bfloat16)
     export_onnx(model, paths["onnx"])
-    quantize_int8(paths["onnx"], paths["int8"])
+    quantize_int8(paths["onnx"], paths["int8"], model.int8_ops)
     shutil.copy(tokenizer_path, out / "tokenizer.json")
-    metadata = {"labels": list(LABELS), "min_len": max(model.config.kernel_sizes),
-                "files": FILES, **meta}
-    (out / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
+    metadata = {"labels": list(LABELS), "min_len": model.min_len,
+                "files": {form: path.name for form, path in paths.items()}, **meta}
+    (out / "metadata.json").write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
     return paths
 
 
@@ -99,15 +107,22 @@ class ExportedStudent:
         if form not in FILES:
             raise PipelineError(f"unknown student form {form!r}; choose one of {list(FILES)}")
         folder = Path(export_dir)
-        needed = [folder / "metadata.json", folder / "tokenizer.json", folder / FILES[form]]
+        needed = [folder / "metadata.json", folder / "tokenizer.json"]
         missing = [str(path) for path in needed if not path.is_file()]
         if missing:
             raise PipelineError(f"student export incomplete, missing {', '.join(missing)}: "
                                 "run `dvc repro export`")
         self.metadata = json.loads((folder / "metadata.json").read_text())
+        files = self.metadata.get("files", FILES)
+        if form not in files:
+            raise PipelineError(f"{folder} has no {form} form of this student; it has "
+                                f"{', '.join(files)}")
+        if not (folder / files[form]).is_file():
+            raise PipelineError(f"student export incomplete, missing {folder / files[form]}: "
+                                "run `dvc repro export`")
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.form = form
-        self._load(folder / FILES[form], threads)
+        self._load(folder / files[form], threads)
 
     def _load(self, path: Path, threads: int) -> None:
         raise NotImplementedError

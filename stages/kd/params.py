@@ -13,6 +13,9 @@ import yaml
 from kd.errors import PipelineError
 from kd.losses import KD_LOSSES
 
+PRECISIONS = ("auto", "bf16", "fp32")
+DEVICE_HELP = "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps"
+
 
 class ParamsError(PipelineError, ValueError):
     """`params.yaml` is missing, malformed, or holds a value out of range."""
@@ -31,6 +34,11 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _is_device(name: str) -> bool:
+    kind, _, index = name.partition(":")
+    return name in ("auto", "cpu", "mps", "cuda") or (kind == "cuda" and index.isdigit())
+
+
 @dataclass(frozen=True)
 class PrepareParams:
     val_fraction: float = 0.1  # share of the sampled training reviews held out for validation
@@ -44,10 +52,10 @@ class PrepareParams:
 
 @dataclass(frozen=True)
 class VocabParams:
-    source: str = "words"  # "words": learned from train; "teacher": the teacher's word pieces
+    source: str = "teacher"  # "teacher": the teacher's word pieces; "words": learned from train
     max_size: int = 30000  # words kept, special tokens included
     min_freq: int = 2  # rarer training words map to [UNK]
-    max_len: int = 400  # words per review seen by the student
+    max_len: int = 512  # tokens per review seen by the student
 
     def __post_init__(self):
         _require(self.source in ("words", "teacher"), "vocab.source", self.source,
@@ -66,10 +74,13 @@ class TeacherParams:
     max_len: int = 256  # word pieces per review, [CLS] and [SEP] included
     head_tokens: int = 96  # head+tail truncation keeps these first word pieces, then the tail
     batch_size: int = 64
+    precision: str = "auto"  # auto: bf16 autocast where the hardware has it, else fp32
 
     def __post_init__(self):
         _require(isinstance(self.path, str) and self.path != "", "teacher.path", self.path,
                  "it must be a folder path")
+        _require(self.precision in PRECISIONS, "teacher.precision", self.precision,
+                 f"it must be one of {', '.join(PRECISIONS)}")
         _require(_is_int(self.max_len) and self.max_len >= 3, "teacher.max_len", self.max_len,
                  "it must be an integer >= 3")
         _require(_is_int(self.head_tokens) and 0 <= self.head_tokens <= self.max_len - 2,
@@ -79,55 +90,105 @@ class TeacherParams:
                  self.batch_size, "it must be an integer >= 1")
 
 
+ARCHS = ("textcnn", "bilstm", "transformer")  # kd.model.ARCHS builds them
+
+
 @dataclass(frozen=True)
 class StudentParams:
-    embed_dim: int = 300
-    num_filters: int = 100  # per kernel size
-    dropout: float = 0.5
-    init_embeddings: str = "random"  # "teacher": from the teacher's word pieces (PCA if smaller)
+    arch: str = "textcnn"  # textcnn, bilstm or transformer (README, "The students")
+    embed_dim: int = 128  # textcnn, bilstm: word vector size (the transformer keeps the teacher's)
+    num_filters: int = 100  # textcnn: per kernel size
+    ngram_order: int = 0  # textcnn: linear branch over hashed 1..ngram_order-grams; 0 = none
+    ngram_buckets: int = 1 << 20  # textcnn: hashed rows for the 2..ngram_order-grams
+    hidden_size: int = 128  # bilstm: per direction
+    layers: int = 2  # transformer: the teacher's layers it keeps (evenly spread)
+    max_len: int = 256  # transformer: word pieces read, [CLS] and [SEP] included
+    head_tokens: int = 96  # transformer: head+tail truncation, as the teacher's
+    dropout: float = 0.5  # textcnn, bilstm (the transformer keeps the teacher's)
+    init_embeddings: str = "teacher"  # teacher: its word-piece embeddings (PCA if smaller)
 
     def __post_init__(self):
-        _require(_is_int(self.embed_dim) and self.embed_dim >= 1, "student.embed_dim",
-                 self.embed_dim, "it must be an integer >= 1")
-        _require(_is_int(self.num_filters) and self.num_filters >= 1, "student.num_filters",
-                 self.num_filters, "it must be an integer >= 1")
+        _require(self.arch in ARCHS, "student.arch", self.arch,
+                 f"it must be one of {', '.join(ARCHS)}")
+        for key in ("embed_dim", "num_filters", "ngram_buckets", "hidden_size", "layers"):
+            value = getattr(self, key)
+            _require(_is_int(value) and value >= 1, f"student.{key}", value,
+                     "it must be an integer >= 1")
+        _require(_is_int(self.ngram_order) and 0 <= self.ngram_order <= 5, "student.ngram_order",
+                 self.ngram_order, "it must be an integer in [0, 5] (0: no n-gram branch)")
+        _require(_is_int(self.max_len) and self.max_len >= 3, "student.max_len", self.max_len,
+                 "it must be an integer >= 3")
+        _require(_is_int(self.head_tokens) and 0 <= self.head_tokens <= self.max_len - 2,
+                 "student.head_tokens", self.head_tokens,
+                 f"it must be an integer in [0, student.max_len - 2 = {self.max_len - 2}]")
         _require(_is_number(self.dropout) and 0 <= self.dropout < 1, "student.dropout",
                  self.dropout, "it must be a number in [0, 1)")
         _require(self.init_embeddings in ("random", "teacher"), "student.init_embeddings",
                  self.init_embeddings, "it must be random or teacher")
+        _require(self.arch != "transformer" or self.init_embeddings == "teacher",
+                 "student.init_embeddings", self.init_embeddings,
+                 "the transformer student is cut from the teacher: it must be teacher")
 
 
 @dataclass(frozen=True)
 class TrainParams:
     batch_size: int = 64
     lr: float = 1e-3
-    precision: str = "bf16"  # "bf16" autocast (about 2x faster on AMX CPUs) or "fp32"
+    precision: str = "auto"  # auto: bf16 autocast where the hardware has it, else fp32
     calibrate: bool = True  # fit one temperature on validation after training
+    seed: int = 13  # the student's initialisation, dropout and batch order
+    threads: int = 0  # CPU threads; 0 = every core. Results are bitwise repeatable per count.
+    adversarial: float = 0.0  # adversarial training on the word vectors: its epsilon; 0 = off
 
     def __post_init__(self):
         _require(isinstance(self.calibrate, bool), "train.calibrate", self.calibrate,
                  "it must be true or false")
-        _require(self.precision in ("bf16", "fp32"), "train.precision", self.precision,
-                 "it must be bf16 or fp32")
+        _require(self.precision in PRECISIONS, "train.precision", self.precision,
+                 f"it must be one of {', '.join(PRECISIONS)}")
         _require(_is_int(self.batch_size) and self.batch_size >= 1, "train.batch_size",
                  self.batch_size, "it must be an integer >= 1")
         _require(_is_number(self.lr) and self.lr > 0, "train.lr", self.lr,
                  "it must be a number > 0")
+        _require(_is_int(self.seed), "train.seed", self.seed, "it must be an integer")
+        _require(_is_int(self.threads) and self.threads >= 0, "train.threads", self.threads,
+                 "it must be an integer >= 0 (0 means every core)")
+        _require(_is_number(self.adversarial) and self.adversarial >= 0, "train.adversarial",
+                 self.adversarial, "it must be a number >= 0 (0 means off)")
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    mask_prob: float = 0.1  # each word of a copy becomes [MASK] with this probability
+    window_prob: float = 0.25  # a copy keeps only a random window of its review this often
+    window_min: float = 0.3  # the window keeps at least this share of the words
+
+    def __post_init__(self):
+        for key in ("mask_prob", "window_prob"):
+            value = getattr(self, key)
+            _require(_is_number(value) and 0 <= value <= 1, f"augment.{key}", value,
+                     "it must be a number in [0, 1]")
+        _require(_is_number(self.window_min) and 0 < self.window_min <= 1, "augment.window_min",
+                 self.window_min, "it must be a number in (0, 1]")
 
 
 @dataclass(frozen=True)
 class BaselineParams:
     tfidf_c_grid: tuple[float, ...] = (1.0, 4.0, 16.0)  # inverse L2 strengths tried on val
     tfidf_min_df: int = 2  # n-grams in fewer training reviews are dropped
+    nb_c_grid: tuple[float, ...] = (0.1, 0.3, 1.0)  # NB-LR: inverse L2 strengths tried on val
+    nb_ngram_max: int = 3  # NB-LR: word 1..nb_ngram_max-grams
 
     def __post_init__(self):
-        grid = self.tfidf_c_grid
-        _require(isinstance(grid, (list, tuple)) and len(grid) > 0
-                 and all(_is_number(c) and c > 0 for c in grid),
-                 "baselines.tfidf_c_grid", grid, "it must be a non-empty list of numbers > 0")
+        for key in ("tfidf_c_grid", "nb_c_grid"):
+            grid = getattr(self, key)
+            _require(isinstance(grid, (list, tuple)) and len(grid) > 0
+                     and all(_is_number(c) and c > 0 for c in grid),
+                     f"baselines.{key}", grid, "it must be a non-empty list of numbers > 0")
+            object.__setattr__(self, key, tuple(grid))
         _require(_is_int(self.tfidf_min_df) and self.tfidf_min_df >= 1, "baselines.tfidf_min_df",
                  self.tfidf_min_df, "it must be an integer >= 1")
-        object.__setattr__(self, "tfidf_c_grid", tuple(grid))
+        _require(_is_int(self.nb_ngram_max) and 1 <= self.nb_ngram_max <= 5,
+                 "baselines.nb_ngram_max", self.nb_ngram_max, "it must be an integer in [1, 5]")
 
 
 @dataclass(frozen=True)
@@ -137,16 +198,19 @@ class Params:
     subset_size: int = 0  # training reviews to sample; 0 = all
     test_size: int = 0  # test reviews to score; 0 = all
     unsup_size: int = 0  # unlabelled reviews the teacher scores for the transfer set; 0 = all
+    augment_size: int = 0  # augmented copies of train + unsup reviews the teacher scores; 0 = off
     kernel_sizes: tuple[int, ...] = (3, 4, 5)
-    temperature: float = 1.0  # softens teacher and student logits in the teacher term
+    temperature: float = 2.0  # softens teacher and student logits in the teacher term
     kd_loss: str = "bce"  # "bce" on softened probabilities or "mse" on logits
-    use_unsup: bool = False  # add the teacher-scored unlabelled reviews (teacher term only)
-    seed: int = 13
+    use_unsup: bool = True  # add the teacher-scored unlabelled reviews (teacher term only)
+    seed: int = 13  # the data's: samples, validation split, benchmark sample, augmentation
+    device: str = "auto"
     prepare: PrepareParams = PrepareParams()
     vocab: VocabParams = VocabParams()
     teacher: TeacherParams = TeacherParams()
     student: StudentParams = StudentParams()
     train: TrainParams = TrainParams()
+    augment: AugmentParams = AugmentParams()
     baselines: BaselineParams = BaselineParams()
 
     def __post_init__(self):
@@ -158,6 +222,10 @@ class Params:
             value = getattr(self, key)
             _require(_is_int(value) and value >= 0, key, value,
                      "it must be an integer >= 0 (0 means all reviews)")
+        _require(_is_int(self.augment_size) and self.augment_size >= 0, "augment_size",
+                 self.augment_size, "it must be an integer >= 0 (0 means no augmented copies)")
+        _require(isinstance(self.device, str) and _is_device(self.device), "device", self.device,
+                 f"it must be {DEVICE_HELP}")
         _require(_is_number(self.temperature) and self.temperature > 0, "temperature",
                  self.temperature, "it must be a number > 0")
         _require(self.kd_loss in KD_LOSSES, "kd_loss", self.kd_loss,
@@ -187,6 +255,7 @@ _SECTIONS = {
     "teacher": TeacherParams,
     "student": StudentParams,
     "train": TrainParams,
+    "augment": AugmentParams,
     "baselines": BaselineParams,
 }
 

@@ -1,12 +1,20 @@
-"""MLflow tracking: one run per pipeline execution, logged in one place (the evaluate stage).
+"""MLflow tracking, all of it: one run per pipeline execution, which every stage adds to.
+
+`distill` opens the run and logs its epochs as they end (watch them in `mlflow ui`);
+`distill_no_kd`, `evaluate` and `export` find the same run and add their part. A run is found
+by its tags: the git commit, the DVC experiment's name (or "workspace" under `dvc repro`) and a
+digest of the params. Nothing of MLflow (ids, times) is written into a DVC-tracked output.
 
 The store is `mlflow.db` (SQLite) at the repository root, the same place `mlflow ui` reads by
 default when started there, with artifacts in `mlartifacts/` beside it.
 """
 
+import hashlib
+import json
 import os
 import shutil
 import subprocess
+from contextlib import contextmanager
 from pathlib import Path
 
 EXPERIMENT = "imdb-distillation"
@@ -42,17 +50,21 @@ def flatten(tree: dict, prefix: str = "") -> dict:
     return flat
 
 
-def log_pipeline_run(params: dict, history: list[dict], metrics: dict,
-                     artifacts: list[str | Path], export_dir: str | Path | None = None,
-                     root: Path | None = None) -> str:
-    """Record one pipeline execution: params, per-epoch metrics, final metrics, artifacts.
+def run_tags(params: dict, root: Path) -> dict:
+    """What identifies this pipeline execution's run: commit, experiment, params."""
+    return {
+        "git_commit": os.environ.get("DVC_EXP_BASELINE_REV") or _git_commit(root),
+        "dvc_exp_name": os.environ.get("DVC_EXP_NAME") or "workspace",
+        "params_sha256": hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest(),
+    }
 
-    Tags: the git commit and, under `dvc exp run`, the experiment's name and baseline.
-    With `export_dir`, the exported student is logged as the pyfunc model `student`, with
-    its input signature (see kd/mlflow_student.py).
 
-    Returns:
-        The MLflow run id.
+@contextmanager
+def pipeline_run(params: dict, root: Path | None = None):
+    """The MLflow run of this pipeline execution, created by the first stage that asks.
+
+    Yields:
+        The active `mlflow.ActiveRun`; it ends (FINISHED, or FAILED on an error) on exit.
     """
     import mlflow
 
@@ -61,26 +73,42 @@ def log_pipeline_run(params: dict, history: list[dict], metrics: dict,
     experiment = mlflow.get_experiment_by_name(EXPERIMENT)
     experiment_id = (experiment.experiment_id if experiment else mlflow.create_experiment(
         EXPERIMENT, artifact_location=(root / "mlartifacts").as_uri()))
-    exp_name = os.environ.get("DVC_EXP_NAME")
-    with mlflow.start_run(experiment_id=experiment_id, run_name=exp_name) as run:
-        mlflow.set_tags({
-            "git_commit": os.environ.get("DVC_EXP_BASELINE_REV") or _git_commit(root),
-            "dvc_exp_name": exp_name or "none (dvc repro)",
-        })
+    tags = run_tags(params, root)
+    query = " and ".join(f"tags.{key} = '{value}'" for key, value in tags.items())
+    found = mlflow.search_runs([experiment_id], filter_string=query, max_results=1,
+                               output_format="list")
+    if found:
+        run = mlflow.start_run(run_id=found[0].info.run_id)
+    else:
+        run = mlflow.start_run(experiment_id=experiment_id, tags=tags,
+                               run_name=tags["dvc_exp_name"])
         mlflow.log_params(flatten(params))
-        for row in history:
-            mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
-        mlflow.log_metrics({k: v for k, v in flatten(metrics).items()
-                            if isinstance(v, (int, float))})
-        for path in artifacts:
-            mlflow.log_artifact(str(path))
-        if export_dir is not None:
-            _log_student_model(Path(export_dir))
-        return run.info.run_id
+    with run:
+        yield run
 
 
-def _log_student_model(export_dir: Path) -> None:
-    """Log the served form (ONNX fp32) with its tokenizer and metadata as a pyfunc model."""
+def log_epoch(run, row: dict, prefix: str = "") -> None:
+    """One epoch's train/validation loss and accuracy, as it ends."""
+    import mlflow
+
+    mlflow.log_metrics({f"{prefix}{key}": value for key, value in row.items() if key != "epoch"},
+                       step=row["epoch"], run_id=run.info.run_id)
+
+
+def log_results(run, metrics: dict, artifacts: list[str | Path]) -> None:
+    """The evaluation's metrics (every number in `metrics`, flattened) and files."""
+    import mlflow
+
+    mlflow.log_metrics({key: value for key, value in flatten(metrics).items()
+                        if isinstance(value, (int, float)) and not isinstance(value, bool)},
+                       run_id=run.info.run_id)
+    for path in artifacts:
+        mlflow.log_artifact(str(path), run_id=run.info.run_id)
+
+
+def log_student_model(run, export_dir: str | Path) -> None:
+    """Log the served form (ONNX fp32) with its tokenizer and metadata as the pyfunc model
+    `student`, with its input signature (see kd/mlflow_student.py)."""
     import tempfile
     from importlib.metadata import version
 
@@ -90,9 +118,10 @@ def _log_student_model(export_dir: Path) -> None:
     from kd.export import FILES
     from kd.mlflow_student import SIGNATURE
 
+    export_dir = Path(export_dir)
     package = Path(__file__).parent
     with tempfile.TemporaryDirectory() as staging:
-        # Only what serving needs, not the other three forms.
+        # Only what serving needs, not the other forms.
         for name in (FILES["onnx"], "tokenizer.json", "metadata.json", "metrics.json"):
             if (export_dir / name).is_file():
                 shutil.copy(export_dir / name, Path(staging) / name)

@@ -1,11 +1,17 @@
-"""Training and inference loops for the TextCNN student."""
+"""Training and inference loops for the students (any arch: they share `embed`/`classify`)."""
 
+import json
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
+from kd.device import autocast
 from kd.examples import Examples
 from kd.losses import distillation_loss
 from kd.text import pad_batch
@@ -37,16 +43,17 @@ def _batches(examples: Examples, batch_size: int, min_len: int,
 
 
 @torch.inference_mode()
-def predict_logits(model: torch.nn.Module, input_ids: list[list[int]],
-                   batch_size: int = 256) -> np.ndarray:
-    """The student's logits (N,) for encoded reviews, in the order given."""
+def predict_logits(model: torch.nn.Module, input_ids: list[list[int]], batch_size: int = 256,
+                   device: torch.device | None = None) -> np.ndarray:
+    """The student's logits (N,) for encoded reviews, in the order given (fp32)."""
     model.eval()
-    min_len = max(model.config.kernel_sizes)
+    device = device or next(model.parameters()).device
     logits = np.zeros(len(input_ids), dtype=np.float32)
     order = np.argsort([len(ids) for ids in input_ids], kind="stable")
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
-        logits[rows] = model(pad_batch([input_ids[row] for row in rows], min_len)).numpy()
+        batch = pad_batch([input_ids[row] for row in rows], model.min_len).to(device)
+        logits[rows] = model(batch).float().cpu().numpy()
     return logits
 
 
@@ -85,44 +92,83 @@ class FitConfig:
     temperature: float = 1.0
     kd_loss: str = "bce"
     seed: int = 0
-    precision: str = "bf16"  # "bf16": autocast forward/backward (about 2x faster on AMX CPUs)
+    precision: str = "bf16"  # "bf16": autocast forward/backward; "fp32"
+    adversarial: float = 0.0  # epsilon of the adversarial perturbation of the word vectors
+    device: str = "cpu"
+
+
+def adversarial_perturbation(loss: torch.Tensor, embedded: torch.Tensor,
+                             input_ids: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """The perturbation of the word vectors that raises the loss most, to first order
+    (Miyato et al. 2017): epsilon * g / ||g|| per review, g the loss's gradient on its word
+    vectors, scaled by sqrt(review length) so epsilon is a per-word-piece size.
+
+    Args:
+        loss: the scalar loss on the clean input.
+        embedded: (B, L, E) the word vectors the loss was computed from.
+        input_ids: (B, L), for the reviews' lengths.
+
+    Returns:
+        (B, L, E), no gradient.
+    """
+    (gradient,) = torch.autograd.grad(loss, embedded, retain_graph=True)
+    gradient = gradient.detach().float()
+    norms = gradient.flatten(1).norm(dim=1).clamp(min=1e-12)  # (B,)
+    lengths = (input_ids != 0).sum(dim=1).clamp(min=1).float()  # (B,)
+    scale = epsilon * lengths.sqrt() / norms  # (B,)
+    return (gradient * scale[:, None, None]).to(embedded.dtype)
 
 
 def fit(model: torch.nn.Module, train: Examples, val: Examples, config: FitConfig,
-        on_epoch: Callable[[int, dict], None]) -> list[dict]:
+        on_epoch: Callable[[int, dict], None], state_path: str | Path | None = None) -> list[dict]:
     """Train with the distillation loss; after each epoch, score val and call `on_epoch`.
 
     Weights and optimizer state stay fp32; with precision "bf16" the forward and backward
     passes run under bf16 autocast. Validation runs in fp32, as `evaluate` does.
 
+    With `state_path`, the training state (weights, optimizer, random generators, history) is
+    written there after every epoch, and a run that finds one there continues after its last
+    epoch: an interrupted training resumes, and ends with the same bytes as one that was not.
+
     Returns:
         One dict per epoch: epoch, train_loss, val_loss (same loss on val), val_accuracy.
     """
+    device = torch.device(config.device)
+    model.to(device)
     torch.manual_seed(config.seed)
     generator = np.random.default_rng(config.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    min_len = max(model.config.kernel_sizes)
-    history = []
+    history: list[dict] = []
+    if state_path is not None and Path(state_path).is_file():
+        history = load_training_state(state_path, model, optimizer, generator)
+        print(f"resuming after epoch {len(history)} from {state_path}", flush=True)
 
     def loss_of(logits, labels, teacher_logits):
         return distillation_loss(logits, labels, teacher_logits, alpha=config.alpha,
                                  temperature=config.temperature, kd_loss=config.kd_loss)
 
-    for epoch in range(1, config.epochs + 1):
+    for epoch in range(len(history) + 1, config.epochs + 1):
         model.train()
         total, seen = 0.0, 0
-        for input_ids, labels, teacher_logits in _batches(train, config.batch_size, min_len,
-                                                         generator):
-            with torch.autocast("cpu", dtype=torch.bfloat16,
-                                enabled=config.precision == "bf16"):
-                logits = model(input_ids)  # (B,)
+        for input_ids, labels, teacher_logits in _batches(train, config.batch_size,
+                                                         model.min_len, generator):
+            input_ids, labels = input_ids.to(device), labels.to(device)
+            teacher_logits = teacher_logits.to(device)
+            with autocast(device, config.precision):
+                embedded = model.embed(input_ids)  # (B, L, E)
+                logits = model.classify(embedded, input_ids)  # (B,)
             loss = loss_of(logits.float(), labels, teacher_logits)
+            if config.adversarial > 0:
+                noise = adversarial_perturbation(loss, embedded, input_ids, config.adversarial)
+                with autocast(device, config.precision):
+                    adversarial_logits = model.classify(embedded + noise, input_ids)
+                loss = loss + loss_of(adversarial_logits.float(), labels, teacher_logits)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             total += loss.item() * len(labels)
             seen += len(labels)
-        val_logits = torch.from_numpy(predict_logits(model, val.input_ids))
+        val_logits = torch.from_numpy(predict_logits(model, val.input_ids, device=device))
         val_loss = loss_of(val_logits, torch.from_numpy(val.labels),
                            torch.from_numpy(val.teacher_logits)).item()
         val_accuracy = float(((val_logits.numpy() > 0) == (val.labels == 1)).mean())
@@ -130,4 +176,56 @@ def fit(model: torch.nn.Module, train: Examples, val: Examples, config: FitConfi
                "val_accuracy": val_accuracy}
         history.append(row)
         on_epoch(epoch, row)
+        if state_path is not None:
+            save_training_state(state_path, model, optimizer, generator, history)
     return history
+
+
+def save_training_state(path: str | Path, model: torch.nn.Module,
+                        optimizer: torch.optim.Optimizer, generator: np.random.Generator,
+                        history: list[dict]) -> None:
+    """Everything a later run needs to continue exactly: safetensors, written atomically (a run
+    killed while writing leaves the previous state, never half a file)."""
+    tensors = {f"model.{name}": tensor.detach().cpu().contiguous()
+               for name, tensor in model.state_dict().items()}
+    optimizer_state = optimizer.state_dict()
+    for index, state in optimizer_state["state"].items():
+        for key, value in state.items():
+            tensors[f"optimizer.{index}.{key}"] = value.detach().cpu().contiguous()
+    tensors["rng.torch"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        for index, state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{index}"] = state
+    header = {"state": json.dumps({"history": history, "generator": generator.bit_generator.state,
+                                   "param_groups": optimizer_state["param_groups"]})}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    save_file(tensors, str(partial), metadata=header)
+    os.replace(partial, path)
+
+
+def load_training_state(path: str | Path, model: torch.nn.Module,
+                        optimizer: torch.optim.Optimizer, generator: np.random.Generator
+                        ) -> list[dict]:
+    """Restore what `save_training_state` wrote, in place. Returns: the history so far."""
+    with safe_open(str(path), framework="pt") as handle:
+        header = json.loads(handle.metadata()["state"])
+        tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    device = next(model.parameters()).device
+    model.load_state_dict({name[len("model."):]: tensor for name, tensor in tensors.items()
+                           if name.startswith("model.")})
+    state: dict = {}
+    for name, tensor in tensors.items():
+        if name.startswith("optimizer."):
+            _, index, key = name.split(".", 2)
+            state.setdefault(int(index), {})[key] = tensor if key == "step" else tensor.to(device)
+    optimizer.load_state_dict({"state": state,
+                               "param_groups": header["param_groups"]})
+    torch.set_rng_state(tensors["rng.torch"])
+    cuda_states = [tensors[f"rng.cuda.{index}"] for index in range(torch.cuda.device_count())
+                   if f"rng.cuda.{index}" in tensors]
+    if cuda_states:
+        torch.cuda.set_rng_state_all(cuda_states)
+    generator.bit_generator.state = header["generator"]
+    return header["history"]

@@ -1,0 +1,139 @@
+"""Summarise the DVC experiments of a sweep: every configuration as mean +- standard deviation
+over its seeds, and, for each student arch and shape, the configuration with the best mean
+validation accuracy (the frontier the benchmark stage times). Never selects on the test split.
+
+Experiments are grouped by name: `<config>-s<seed>` (run them with
+`dvc exp run -n <config>-s<seed> -S train.seed=<seed> ...`). The runs of one configuration must
+differ in `train.seed` only.
+
+    python stages/sweep.py       # reads `dvc exp show --json -A`, writes reports/sweep.json
+"""
+
+import argparse
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+from kd.errors import PipelineError, exit_on_error
+
+_RUN_NAME = re.compile(r"^(?P<config>.+)-s(?P<seed>\d+)$")
+# What a student's speed and size depend on: the frontier keeps one configuration per value.
+_SHAPE_KEYS = ("arch", "embed_dim", "num_filters", "ngram_order", "ngram_buckets", "hidden_size",
+               "layers", "max_len")
+_REPORTED = {  # (metrics.json path, name in the summary)
+    ("student", "val_accuracy"): "val_accuracy",
+    ("student", "accuracy"): "test_accuracy",
+    ("student", "ece"): "test_ece",
+    ("student_no_kd", "val_accuracy"): "no_kd_val_accuracy",
+    ("student_no_kd", "accuracy"): "no_kd_test_accuracy",
+    ("kd_gain",): "kd_gain",
+}
+
+
+def experiment_runs(exp_show: list) -> list[dict]:
+    """Named experiment runs with their params and metrics, from `dvc exp show --json` output."""
+    runs = []
+
+    def visit(node):
+        if isinstance(node, list):
+            for item in node:
+                visit(item)
+        elif isinstance(node, dict):
+            data = node.get("data") or {}
+            params = (data.get("params") or {}).get("params.yaml", {}).get("data")
+            metrics = (data.get("metrics") or {}).get("reports/metrics.json", {}).get("data")
+            if node.get("name") and params and metrics and data.get("rev") != "workspace":
+                runs.append({"name": node["name"], "rev": data.get("rev"), "params": params,
+                             "metrics": metrics})
+            for value in node.values():
+                if isinstance(value, (list, dict)):
+                    visit(value)
+
+    visit(exp_show)
+    unique = {run["rev"]: run for run in runs}  # an experiment can be listed twice
+    return sorted(unique.values(), key=lambda run: run["name"])
+
+
+def _without_seed(params: dict) -> dict:
+    return {**params, "train": {k: v for k, v in params["train"].items() if k != "seed"}}
+
+
+def _stats(values: list[float]) -> dict:
+    return {"mean": float(np.mean(values)),
+            "std": float(np.std(values, ddof=1)) if len(values) > 1 else None,
+            "runs": [float(value) for value in values]}
+
+
+def _metric(metrics: dict, path: tuple[str, ...]) -> float | None:
+    for key in path:
+        metrics = metrics.get(key) if isinstance(metrics, dict) else None
+    return metrics
+
+
+def summarise(runs: list[dict]) -> dict:
+    """Group runs into configurations (by name) and summarise each; pick the frontier.
+
+    Raises:
+        PipelineError: two runs of one configuration differ in more than `train.seed`.
+    """
+    configs: dict[str, dict] = {}
+    for run in runs:
+        match = _RUN_NAME.match(run["name"])
+        if not match:
+            continue
+        config = configs.setdefault(match["config"], {"name": match["config"], "runs": [],
+                                                      "params": _without_seed(run["params"])})
+        if _without_seed(run["params"]) != config["params"]:
+            raise PipelineError(f"experiment {run['name']} has other params than the other runs "
+                                f"of {match['config']} (beyond train.seed): rename one of them")
+        config["runs"].append(run)
+    summary = []
+    for config in configs.values():
+        runs_of = sorted(config["runs"], key=lambda run: run["params"]["train"]["seed"])
+        entry = {"name": config["name"], "seeds": [run["params"]["train"]["seed"]
+                                                   for run in runs_of],
+                 "experiments": [run["name"] for run in runs_of],
+                 "params": {key: config["params"][key] for key in ("kernel_sizes", "student",
+                                                                    "vocab")},
+                 "all_params": config["params"], "student": {}}
+        for path, name in _REPORTED.items():
+            values = [_metric(run["metrics"], path) for run in runs_of]
+            if all(value is not None for value in values):
+                entry["student"][name] = _stats(values)
+        summary.append(entry)
+    summary.sort(key=lambda entry: -entry["student"]["val_accuracy"]["mean"])
+    frontier: dict[tuple, dict] = {}
+    for entry in summary:  # best mean validation accuracy first: the first of a shape wins
+        shape = (tuple(entry["params"]["kernel_sizes"]), entry["params"]["vocab"]["max_len"],
+                 *(entry["params"]["student"][key] for key in _SHAPE_KEYS))
+        frontier.setdefault(shape, entry)
+    return {"selection": "mean validation accuracy over seeds (never the test split)",
+            "configs": summary, "frontier": list(frontier.values())}
+
+
+@exit_on_error
+def main(args: argparse.Namespace) -> None:
+    result = subprocess.run(["dvc", "exp", "show", "--json", "-A"], capture_output=True,
+                            text=True)
+    if result.returncode != 0:
+        raise PipelineError(f"dvc exp show failed: {result.stderr.strip()}")
+    summary = summarise(experiment_runs(json.loads(result.stdout)))
+    Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
+    for entry in summary["configs"]:
+        stats = entry["student"]
+        print(f"{entry['name']:32s} seeds {entry['seeds']}: val "
+              f"{100 * stats['val_accuracy']['mean']:.2f} ± "
+              f"{100 * (stats['val_accuracy']['std'] or 0):.2f}, test "
+              f"{100 * stats['test_accuracy']['mean']:.2f} ± "
+              f"{100 * (stats['test_accuracy']['std'] or 0):.2f}")
+    print(f"-> {args.out} ({len(summary['frontier'])} shapes on the frontier)")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="reports/sweep.json")
+    main(parser.parse_args())

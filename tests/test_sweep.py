@@ -1,0 +1,52 @@
+"""The sweep summary: configurations as mean +- std over seeds, frontier picked on validation."""
+
+import pytest
+
+from kd.errors import PipelineError
+from sweep import experiment_runs, summarise
+
+
+def _run(name: str, seed: int, val: float, test: float, **student) -> dict:
+    params = {"alpha": 0.5, "kernel_sizes": [3, 4, 5], "vocab": {"max_len": 512},
+              "student": {"arch": "textcnn", "embed_dim": 128, "num_filters": 100,
+                          "ngram_order": 0, "ngram_buckets": 8, "hidden_size": 8, "layers": 2,
+                          "max_len": 256, **student},
+              "train": {"seed": seed, "lr": 0.001}}
+    metrics = {"student": {"val_accuracy": val, "accuracy": test, "ece": 0.01},
+               "student_no_kd": {"val_accuracy": val - 0.02, "accuracy": test - 0.02},
+               "kd_gain": 0.02}
+    return {"name": name, "rev": f"rev-{name}", "data": {
+        "rev": f"rev-{name}", "params": {"params.yaml": {"data": params}},
+        "metrics": {"reports/metrics.json": {"data": metrics}}}}
+
+
+def _exp_show(*runs) -> list:
+    """The nesting of `dvc exp show --json`: commits, each with its experiments' revs."""
+    return [{"rev": "workspace", "name": None, "data": {"rev": "workspace"}},
+            {"rev": "abc", "name": "main", "data": {"rev": "abc"}, "experiments": [
+                {"name": run["name"], "revs": [run]} for run in runs]}]
+
+
+def test_configs_are_grouped_by_name_and_summarised_over_seeds():
+    runs = experiment_runs(_exp_show(
+        _run("base-s13", 13, 0.90, 0.89), _run("base-s14", 14, 0.92, 0.91),
+        _run("ngram-s13", 13, 0.93, 0.92, ngram_order=3),
+        _run("ngram-s14", 14, 0.93, 0.90, ngram_order=3),
+        _run("wide-s13", 13, 0.95, 0.80, ngram_order=3), _run("untagged", 13, 0.99, 0.99)))
+    summary = summarise(runs)
+    names = [entry["name"] for entry in summary["configs"]]
+    assert names == ["wide", "ngram", "base"]  # by mean validation accuracy; "untagged" left out
+    base = summary["configs"][2]
+    assert base["seeds"] == [13, 14]
+    assert base["student"]["test_accuracy"]["mean"] == pytest.approx(0.90)
+    assert base["student"]["test_accuracy"]["std"] == pytest.approx(0.01414, abs=1e-4)
+    assert base["student"]["kd_gain"]["runs"] == [0.02, 0.02]
+    # One entry per shape, the best by validation: "wide" (same shape as "ngram") wins on val
+    # although its test accuracy is the worst: the test split never selects.
+    assert [entry["name"] for entry in summary["frontier"]] == ["wide", "base"]
+
+
+def test_runs_of_one_config_must_differ_in_seed_only():
+    with pytest.raises(PipelineError, match="base-s14 has other params"):
+        summarise(experiment_runs(_exp_show(_run("base-s13", 13, 0.9, 0.9),
+                                            _run("base-s14", 14, 0.9, 0.9, embed_dim=64))))
