@@ -41,6 +41,7 @@ def main(args: argparse.Namespace) -> None:
     no_kd = args.no_kd
     alpha = 1.0 if no_kd else params.alpha
     tokenizer = load_tokenizer(args.tokenizer)
+    model = build_student(params, tokenizer)  # a shape the teacher cannot seed stops here
     # Every split must come from the teacher that scored the training split.
     teacher = {} if no_kd else read_soft_label_meta(Path(args.teacher_dir) / "train.parquet")
     splits = ["train", "val"]
@@ -55,10 +56,12 @@ def main(args: argparse.Namespace) -> None:
     for split in splits[2:]:
         train = train.concat(examples[split])
 
-    model = build_student(params, tokenizer)
     meta = {
         "teacher_sha256": teacher.get("teacher_sha256"),
         "teacher_truncation": teacher.get("truncation"),
+        # What made the soft labels: `evaluate` and the API's /model show it.
+        "soft_labels_device": teacher.get("device_type"),
+        "soft_labels_precision": teacher.get("precision"),
         "tokenizer_sha256": file_sha256(args.tokenizer),
         "data_fingerprints": fingerprints,
         "alpha": alpha,

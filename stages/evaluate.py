@@ -66,6 +66,9 @@ def main(args: argparse.Namespace) -> None:
     test, test_fingerprint = load_examples("test", load_tokenizer(args.tokenizer), args.data_dir,
                                            args.teacher_dir, student["teacher_sha256"])
     labels = test.labels
+    print(f"soft labels made on {student.get('soft_labels_device')} in "
+          f"{student.get('soft_labels_precision')} (teacher "
+          f"{student['teacher_sha256'][:12]}, {student.get('teacher_truncation')})")
     teacher_probs = sigmoid(teacher_margin(test.teacher_logits))
     student_probs = sigmoid(predict_logits(student_model, test.input_ids))
     no_kd_probs = sigmoid(predict_logits(no_kd_model, test.input_ids))

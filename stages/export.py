@@ -30,6 +30,8 @@ def main(checkpoint: str, tokenizer_path: str, test_path: str, out_dir: str,
     paths = export_all(model, tokenizer_path, out_dir, {
         "source_checkpoint": checkpoint, "arch": arch_of(model),
         "teacher_sha256": meta.get("teacher_sha256"),
+        "soft_labels": {"device": meta.get("soft_labels_device"),
+                        "precision": meta.get("soft_labels_precision")},
         "tokenizer_sha256": meta.get("tokenizer_sha256"), "val_accuracy": meta.get("val_accuracy")})
     test = load_split(test_path)
     texts, labels = list(test["text"]), np.asarray(test["label"])

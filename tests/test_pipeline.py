@@ -143,6 +143,10 @@ def test_repro_runs_every_stage_and_records_the_run(fresh):
     assert max(export["max_prob_diff"]["onnx"], export["max_prob_diff"]["torchscript"]) < 1e-4
     assert export["accuracy"]["onnx"] == metrics["student"]["accuracy"]
     assert set(export["accuracy_drop"]) == {"torchscript", "bf16", "onnx", "int8"}
+    exported = json.loads((project / "models/export/metadata.json").read_text())
+    assert exported["arch"] == "textcnn"
+    assert exported["soft_labels"]["device"] == "cpu"  # what made the soft labels, for /model
+    assert exported["soft_labels"]["precision"] in ("bf16", "fp32")
 
     benchmark = json.loads((project / "reports/benchmark.json").read_text())
     frontier = json.loads((project / "reports/frontier.json").read_text())
