@@ -7,6 +7,7 @@ from kd.params import ParamsError, load_params, parse_params
 def test_committed_params_are_valid():
     params = load_params("params.yaml")
     assert 0 <= params.alpha <= 1
+    assert params.teacher.engine == "local" and params.teacher.workers == 1
     assert params.kernel_sizes == (3, 4, 5)
 
 
@@ -41,6 +42,14 @@ def test_committed_params_are_valid():
     ({"device": "gpu"}, "`device` = 'gpu' is not allowed; it must be auto"),
     ({"device": "cuda:x"}, "`device` = 'cuda:x'"),
     ({"baselines": {"nb_c_grid": []}}, "`baselines.nb_c_grid` = []"),
+    ({"teacher": {"engine": "spark"}}, "`teacher.engine` = 'spark' is not allowed; it must be "
+                                        "one of local, ray"),
+    ({"teacher": {"engine": "ray", "workers": 0}}, "`teacher.workers` = 0 is not allowed; it "
+                                                   "must be an integer >= 1"),
+    ({"teacher": {"engine": "ray", "workers": 1.5}}, "`teacher.workers` = 1.5"),
+    ({"teacher": {"engine": "local", "workers": 2}}, "`teacher.workers` = 2 is not allowed; the "
+                                                     "local engine runs one worker: set "
+                                                     "teacher.engine = ray for more"),
 ])
 def test_bad_values_name_the_key_and_value(override, message):
     raw = yaml.safe_load(open("params.yaml"))

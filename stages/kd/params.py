@@ -14,6 +14,7 @@ from kd.errors import PipelineError
 from kd.losses import KD_LOSSES
 
 PRECISIONS = ("auto", "bf16", "fp32")
+ENGINES = ("local", "ray")  # kd.engines runs them
 DEVICE_HELP = "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps"
 
 
@@ -75,10 +76,18 @@ class TeacherParams:
     head_tokens: int = 96  # head+tail truncation keeps these first word pieces, then the tail
     batch_size: int = 64
     precision: str = "auto"  # auto: bf16 autocast where the hardware has it, else fp32
+    engine: str = "local"  # local: this process; ray: Ray Data actors (requirements-ray.txt)
+    workers: int = 1  # ray: actors, one per CPU slot or GPU; local: 1
 
     def __post_init__(self):
         _require(isinstance(self.path, str) and self.path != "", "teacher.path", self.path,
                  "it must be a folder path")
+        _require(self.engine in ENGINES, "teacher.engine", self.engine,
+                 f"it must be one of {', '.join(ENGINES)}")
+        _require(_is_int(self.workers) and self.workers >= 1, "teacher.workers", self.workers,
+                 "it must be an integer >= 1")
+        _require(self.engine == "ray" or self.workers == 1, "teacher.workers", self.workers,
+                 "the local engine runs one worker: set teacher.engine = ray for more")
         _require(self.precision in PRECISIONS, "teacher.precision", self.precision,
                  f"it must be one of {', '.join(PRECISIONS)}")
         _require(_is_int(self.max_len) and self.max_len >= 3, "teacher.max_len", self.max_len,
