@@ -2,7 +2,7 @@
 
 import argparse
 
-from kd.data import SPLITS, make_splits, read_tarball, save_split
+from kd.data import SPLITS, index_tarball, make_splits, write_splits
 from kd.errors import exit_on_error
 from kd.params import load_params
 
@@ -10,13 +10,13 @@ from kd.params import load_params
 @exit_on_error
 def main(tarball: str, out_dir: str) -> None:
     params = load_params()
-    reviews = read_tarball(tarball)
-    splits = make_splits(reviews, subset_size=params.subset_size, test_size=params.test_size,
+    index = index_tarball(tarball)  # ids, labels, ratings: the texts stay in the tarball
+    splits = make_splits(index, subset_size=params.subset_size, test_size=params.test_size,
                          val_fraction=params.prepare.val_fraction, seed=params.seed,
                          unsup_size=params.unsup_size)
+    written = write_splits(tarball, splits, out_dir)
     for name in SPLITS:
-        save_split(splits[name], f"{out_dir}/{name}.parquet")
-        print(f"{name}: {len(splits[name])} reviews -> {out_dir}/{name}.parquet")
+        print(f"{name}: {written[name]} reviews -> {out_dir}/{name}.parquet")
 
 
 if __name__ == "__main__":
