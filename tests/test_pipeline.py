@@ -253,6 +253,22 @@ def test_transfer_set_and_temperature_retrain_only_the_student(fresh):
     assert "94 training reviews (train, unsup, augment)" in result.stdout
 
 
+def test_the_ray_engine_gives_the_same_soft_labels(fresh):
+    """`dvc repro` of a teacher stage in fp32, on the local engine, then on a local Ray
+    cluster of 2 actors: the same bytes."""
+    pytest.importorskip("ray")
+
+    def repro_with(**teacher) -> str:
+        params = yaml.safe_load((fresh / "params.yaml").read_text())
+        params["teacher"].update(precision="fp32", **teacher)
+        (fresh / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        result = run(fresh, "dvc", "repro", "teacher_infer@test")
+        assert f"{teacher['engine']} engine, {teacher['workers']} worker(s)" in result.stdout
+        return lock_outs(fresh)["data/teacher/test.parquet"]
+
+    assert repro_with(engine="local", workers=1) == repro_with(engine="ray", workers=2)
+
+
 def test_bad_params_stop_the_run_and_keep_the_teacher_logits(fresh):
     project = fresh
     before = {path: path.stat().st_mtime_ns for path in (project / "data/teacher").iterdir()}
