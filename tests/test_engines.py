@@ -71,9 +71,11 @@ def test_split_scored_in_chunks_equals_one_plan(teacher, tmp_path):
     one_chunk = run_split(split, tmp_path / "one.parquet", engine, tokenizer, chunk_reviews=64)
     np.testing.assert_array_equal(one_chunk, whole)  # one chunk: the same plan as `score`
     chunked = run_split(split, tmp_path / "chunked.parquet", engine, tokenizer,
-                        chunk_reviews=16, engine_chunks=2)
+                        chunk_reviews=16)
     np.testing.assert_allclose(chunked, whole, atol=1e-5)  # other batches, same reviews
     assert read_soft_label_meta(tmp_path / "chunked.parquet") == META
+    (tmp_path / "plain").touch()  # the temporary name does not change the file's mode
+    assert (tmp_path / "chunked.parquet").stat().st_mode == (tmp_path / "plain").stat().st_mode
     assert pq.ParquetFile(tmp_path / "chunked.parquet").metadata.num_row_groups == 4
 
 
@@ -94,7 +96,7 @@ def test_a_failing_engine_leaves_no_soft_labels(teacher, tmp_path):
     out = tmp_path / "teacher" / "test.parquet"
     with pytest.raises(PipelineError, match="worker lost"):
         score_split(split, out, FailsSecondCall(), tokenizer, meta=META, **SHAPE,
-                    chunk_reviews=10, engine_chunks=1)
+                    chunk_reviews=10)
     assert list(out.parent.iterdir()) == []  # neither the file nor its temporary
 
     class LosesABatch:
@@ -162,11 +164,12 @@ def test_ray_gives_the_local_soft_labels_byte_for_byte(ray_cluster, teacher, tmp
     `test_a_worker_that_dies_is_restarted_and_its_batch_retried`)."""
     path, model, tokenizer, positive = teacher
     split = write_split(tmp_path / "test.parquet", 60)
-    chunking = {"chunk_reviews": 25, "engine_chunks": 3}  # three plans, one engine call
+    # One chunk, one actor pool (chunks are the engine's business only through
+    # test_split_scored_in_chunks_equals_one_plan).
     local = run_split(split, tmp_path / "local.parquet",
-                      LocalEngine(model, positive, CPU, "fp32"), tokenizer, **chunking)
+                      LocalEngine(model, positive, CPU, "fp32"), tokenizer)
     with RayEngine(path, positive, CPU, "fp32", workers=2) as engine:
-        on_ray = run_split(split, tmp_path / "ray.parquet", engine, tokenizer, **chunking)
+        on_ray = run_split(split, tmp_path / "ray.parquet", engine, tokenizer)
     np.testing.assert_array_equal(on_ray, local)
     assert (tmp_path / "ray.parquet").read_bytes() == (tmp_path / "local.parquet").read_bytes()
 

@@ -16,8 +16,7 @@ scored. They are written to a temporary file and renamed, so a failed run leaves
 import hashlib
 import json
 import os
-import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,13 +31,11 @@ from kd.errors import PipelineError
 
 _META_KEY = b"kd.soft_labels"
 # Reviews read, planned and scored at a time by `score_split`: memory follows this, not the
-# split's size. Batches are length-sorted within a chunk, so it is part of what decides the
-# logits' bytes: change it and the soft labels change in the last bits.
-CHUNK_REVIEWS = 8192
-# Chunks whose planned batches go to the engine in one call: a Ray actor pool starts (and
-# loads the teacher) once per call, about 10 s here. Only planned word-piece ids are held for
-# these (~60 MB for 8 x 8,192 reviews), not texts. It does not change a byte of the output.
-ENGINE_CHUNKS = 8
+# split's size (~200 MB for the texts and word pieces of a chunk). Batches are length-sorted
+# within a chunk, so it decides the logits' last bits: every IMDb split (50,000 at most) is
+# one chunk, planned as when a split was scored at once, so the soft labels keep their bytes.
+# Each chunk is one engine call: a Ray actor pool starts (and loads the teacher) once per call.
+CHUNK_REVIEWS = 65536
 _ENCODE_REVIEWS = 1024  # reviews tokenized per call: untruncated encodings are large
 _SOFT_LABEL_SCHEMA = pa.schema([("id", pa.string()),
                                 ("teacher_logits", pa.list_(pa.float32(), 2))])
@@ -183,20 +180,25 @@ class PlannedBatch:
     lengths: np.ndarray  # (B,) int32: word pieces of each review before padding
 
 
-def plan_batches(tokenizer, texts: list[str], max_len: int, head_tokens: int,
-                 batch_size: int) -> list[PlannedBatch]:
+def plan_batches(tokenizer, texts: Sequence[str] | pa.Array | pa.ChunkedArray, max_len: int,
+                 head_tokens: int, batch_size: int) -> list[PlannedBatch]:
     """Tokenize reviews (head+tail) and group them into padded batches of similar length.
 
     Sorting by length (stable) keeps padding, and so time, low. The plan alone decides which
     reviews share a batch and how wide it is, so scoring it anywhere gives the same logits.
 
+    Args:
+        texts: a list, or an Arrow column (turned into Python strings a slice at a time).
+
     Returns:
         Batches of at most `batch_size` reviews, shortest first, covering every review once.
     """
-    input_ids = []
+    input_ids = []  # one int32 array per review: a tenth of a list of Python ints
     for start in range(0, len(texts), _ENCODE_REVIEWS):
-        input_ids += encode_head_tail(tokenizer, list(texts[start:start + _ENCODE_REVIEWS]),
-                                      max_len, head_tokens)
+        part = texts[start:start + _ENCODE_REVIEWS]
+        part = part.to_pylist() if isinstance(part, pa.Array | pa.ChunkedArray) else list(part)
+        input_ids += [np.asarray(ids, dtype=np.int32)
+                      for ids in encode_head_tail(tokenizer, part, max_len, head_tokens)]
     lengths = np.array([len(ids) for ids in input_ids], dtype=np.int32)
     order = np.argsort(lengths, kind="stable")
     pad_id = tokenizer.pad_token_id or 0
@@ -288,6 +290,7 @@ def iter_chunks(path: str | Path, columns: list[str], size: int) -> Iterator[pa.
     """Rows [0, size), [size, 2 size), ... of a Parquet file, read one chunk at a time.
 
     The chunks do not depend on how the file was written (its row groups), only on its rows.
+    Nothing here keeps a chunk once it is handed out, so the caller can free it.
     """
     pending, held = [], 0
     for record_batch in pq.ParquetFile(path).iter_batches(batch_size=min(size, 1024),
@@ -296,8 +299,10 @@ def iter_chunks(path: str | Path, columns: list[str], size: int) -> Iterator[pa.
         held += record_batch.num_rows
         while held >= size:
             table = pa.Table.from_batches(pending)
-            yield table.slice(0, size)
             pending, held = table.slice(size).to_batches(), held - size
+            chunk = [table.slice(0, size)]
+            del table
+            yield chunk.pop()
     if held:
         yield pa.Table.from_batches(pending)
 
@@ -318,9 +323,8 @@ def write_soft_labels(path: str | Path, chunks: Iterable[tuple[list[str], np.nda
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     schema = _SOFT_LABEL_SCHEMA.with_metadata({_META_KEY: json.dumps(meta, sort_keys=True)})
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
-                                         suffix=".tmp")
-    os.close(handle)
+    # Beside the file (so the rename is atomic), named for this process; created as any file.
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     written = 0
     try:
         with pq.ParquetWriter(temporary, schema) as writer:
@@ -334,7 +338,7 @@ def write_soft_labels(path: str | Path, chunks: Iterable[tuple[list[str], np.nda
                 written += len(teacher_logits)
         os.replace(temporary, path)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
     return written
 
@@ -389,15 +393,14 @@ def read_soft_label_meta(path: str | Path) -> dict:
 
 def score_split(split_path: str | Path, out_path: str | Path, engine, tokenizer, *,
                 max_len: int, head_tokens: int, batch_size: int, meta: dict,
-                chunk_reviews: int = CHUNK_REVIEWS, engine_chunks: int = ENGINE_CHUNKS,
-                desc: str = "teacher") -> int:
+                chunk_reviews: int = CHUNK_REVIEWS, desc: str = "teacher") -> int:
     """Score a prepared split with `engine` and write its soft labels, a chunk at a time.
 
-    Each chunk of `chunk_reviews` reviews is planned here (`plan_batches`); the batches of up
-    to `engine_chunks` chunks are scored by the engine in one call
-    (`engine.score(batches, progress)` returns one (B, 2) array per batch, whoever ran it),
-    put back in order and appended to the soft-label file. Memory holds a few chunks, whatever
-    the split's size, and the file is the same for every engine and worker count.
+    Each chunk of `chunk_reviews` reviews is planned here (`plan_batches`), scored by the
+    engine in one call (`engine.score(batches, progress)` returns one (B, 2) array per batch,
+    whoever ran it), put back in order and appended to the soft-label file. Memory holds one
+    chunk, whatever the split's size, and the file is the same for every engine and worker
+    count.
 
     Returns:
         The number of reviews scored.
@@ -407,29 +410,14 @@ def score_split(split_path: str | Path, out_path: str | Path, engine, tokenizer,
     """
     total = pq.ParquetFile(split_path).metadata.num_rows
 
-    def score_window(window: list[tuple[list[str], list[PlannedBatch], int]], progress):
-        batches = [batch for _, chunk_batches, _ in window for batch in chunk_batches]
-        batch_logits = engine.score(batches, progress=progress.update)
-        if len(batch_logits) != len(batches):
-            raise TeacherError(f"the engine returned logits for {len(batch_logits)} batches "
-                               f"of {len(batches)}; no soft labels were written")
-        start = 0
-        for ids, chunk_batches, reviews in window:
-            end = start + len(chunk_batches)
-            yield ids, assemble(chunk_batches, batch_logits[start:end], reviews)
-            start = end
-
     def scored_chunks(progress) -> Iterator[tuple[list[str], np.ndarray]]:
-        window = []
         for chunk in iter_chunks(split_path, ["id", "text"], chunk_reviews):
-            texts = chunk.column("text").to_pylist()
-            batches = plan_batches(tokenizer, texts, max_len, head_tokens, batch_size)
-            window.append((chunk.column("id").to_pylist(), batches, len(texts)))
-            if len(window) == engine_chunks:
-                yield from score_window(window, progress)
-                window = []
-        if window:
-            yield from score_window(window, progress)
+            batches = plan_batches(tokenizer, chunk.column("text"), max_len, head_tokens,
+                                   batch_size)
+            ids, reviews = chunk.column("id").to_pylist(), chunk.num_rows
+            del chunk  # the texts: only the planned word pieces are needed from here
+            batch_logits = engine.score(batches, progress=progress.update)
+            yield ids, assemble(batches, batch_logits, reviews)
 
     with tqdm(total=total, desc=desc, unit="review", mininterval=5) as progress:
         return write_soft_labels(out_path, scored_chunks(progress), meta)
