@@ -3,7 +3,7 @@
 Plans a fixed sample once (the first --sample reviews of a prepared split, the teacher's
 settings from params.yaml), then scores the same planned batches with each engine and checks
 that every engine gave the local engine's logits. Each Ray call starts its actor pool (each
-actor loads the teacher), as every call the stage makes does (one per 8 chunks of 8,192
+actor loads the teacher), as every call the stage makes does (one per chunk of 65,536
 reviews): `reviews/s` counts from the first batch started to the last finished on any actor,
 `startup` is the rest of the call, `end to end` the whole call.
 
