@@ -329,6 +329,8 @@ def write_soft_labels(path: str | Path, chunks: Iterable[tuple[list[str], np.nda
     try:
         with pq.ParquetWriter(temporary, schema) as writer:
             for ids, teacher_logits in chunks:
+                if len(ids) == 0:
+                    continue
                 teacher_logits = np.ascontiguousarray(teacher_logits, dtype=np.float32)
                 writer.write_table(pa.table({
                     "id": pa.array(ids, pa.string()),
@@ -336,6 +338,8 @@ def write_soft_labels(path: str | Path, chunks: Iterable[tuple[list[str], np.nda
                         pa.array(teacher_logits.reshape(-1)), 2),
                 }, schema=schema))
                 written += len(teacher_logits)
+            if written == 0:  # one empty row group, as a whole-table write gives
+                writer.write_table(schema.empty_table())
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
