@@ -113,7 +113,8 @@ def test_subset_larger_than_the_data_is_reported(tarball):
 
 def test_written_splits_hold_the_chosen_reviews_sorted_by_id(tarball, tmp_path, monkeypatch):
     """Small runs and row groups, so the texts go through several sorted runs and a merge."""
-    monkeypatch.setattr(data, "CHUNK_ROWS", 7)
+    monkeypatch.setattr(data, "RUN_ROWS", 7)
+    monkeypatch.setattr(data, "ROW_GROUP_ROWS", 5)
     monkeypatch.setattr(data, "_MERGE_ROWS", 3)
     reviews = {row["id"]: row for rows in read_tarball(tarball).values() for row in rows}
     splits = make_splits(index_tarball(tarball), subset_size=30, test_size=20,
@@ -127,7 +128,7 @@ def test_written_splits_hold_the_chosen_reviews_sorted_by_id(tarball, tmp_path, 
         assert table.schema.equals(data.SCHEMA)
         assert table["id"].equals(splits[name]["id"])
         assert table.to_pylist() == [reviews[review_id] for review_id in table["id"].to_pylist()]
-    assert pq.ParquetFile(tmp_path / "a/train.parquet").metadata.row_group(0).num_rows == 7
+    assert pq.ParquetFile(tmp_path / "a/train.parquet").metadata.row_group(0).num_rows == 5
     write_splits(tarball, splits, tmp_path / "b")
     for name in SPLITS:  # the same tarball and splits give the same bytes
         assert ((tmp_path / "a" / f"{name}.parquet").read_bytes()

@@ -4,10 +4,11 @@ The prepared splits are Parquet files that `datasets` loads, one row per review,
 `id` (e.g. "train/pos/123"), `text` (cleaned), `label` (1 positive, 0 negative, -1 unlabelled)
 and `rating` (1-10 stars, 0 when unlabelled).
 
-`prepare` reads the tarball twice so that no split's texts are ever all in memory: a first
+`prepare` reads the tarball twice so that its memory does not grow with the corpus: a first
 pass (`index_tarball`) keeps only each review's id, label, rating and place in the archive,
 enough to draw the samples and splits (`make_splits`); a second pass (`write_splits`) streams
-the texts of the chosen reviews into sorted runs on disk and merges them into each split file.
+the texts of the chosen reviews into sorted runs on disk and merges them into each split file,
+one row group (ROW_GROUP_ROWS reviews) at a time.
 """
 
 import hashlib
@@ -37,8 +38,11 @@ SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("label", pa.int
 # reviews, which the second pass counts again to find it.
 _INDEX_SCHEMA = pa.schema([("id", pa.string()), ("label", pa.int64()), ("rating", pa.int64()),
                            ("position", pa.int64())])
-# Reviews held in memory at a time while writing the splits, and per row group of a split.
-CHUNK_ROWS = 8192
+# Texts held at a time while reading the tarball: each such batch becomes sorted runs.
+RUN_ROWS = 8192
+# Rows per row group of a split file (the merge holds one). Every IMDb split (50,000 at most)
+# is one row group, as when a split was written at once, so the files keep their bytes.
+ROW_GROUP_ROWS = 65536
 _MERGE_ROWS = 64  # rows read at a time from each sorted run while merging
 
 # Folder in the tarball -> label. Ratings 1-4 are negative, 7-10 positive, unsup files are "_0".
@@ -137,7 +141,7 @@ def index_tarball(path: str | Path) -> dict[str, pa.Table]:
         row["label"].append(label)
         row["rating"].append(rating)
         row["position"].append(position)
-        if len(row["id"]) == CHUNK_ROWS:  # as Arrow arrays, ids weigh a third of Python's
+        if len(row["id"]) == RUN_ROWS:  # as Arrow arrays, ids weigh a third of Python's
             flush(split)
     for split in columns:
         flush(split)
@@ -225,13 +229,14 @@ def _read_run(path: Path) -> Iterator[tuple]:
 
 
 def _write_merged(runs: list[Path], path: Path) -> int:
-    """Merge sorted runs into one Parquet file of CHUNK_ROWS-row groups; returns its rows."""
+    """Merge sorted runs into one Parquet file of ROW_GROUP_ROWS-row groups; returns its
+    rows."""
     written = 0
     with pq.ParquetWriter(path, SCHEMA) as writer:
         rows = []
         for row in heapq.merge(*(_read_run(run) for run in runs), key=itemgetter(0)):
             rows.append(row)
-            if len(rows) == CHUNK_ROWS:
+            if len(rows) == ROW_GROUP_ROWS:
                 writer.write_table(_rows_table(rows))
                 written, rows = written + len(rows), []
         if rows:
@@ -243,9 +248,10 @@ def _write_merged(runs: list[Path], path: Path) -> int:
 def write_splits(path: str | Path, splits: dict[str, pa.Table],
                  out_dir: str | Path) -> dict[str, int]:
     """Second pass over the tarball: write each split's reviews, texts included, to
-    `out_dir/<split>.parquet`, sorted by id, holding at most CHUNK_ROWS texts in memory.
+    `out_dir/<split>.parquet`, sorted by id, holding a bounded number of texts in memory
+    (RUN_ROWS while reading, one row group of ROW_GROUP_ROWS while merging).
 
-    Texts come in the archive's order; every CHUNK_ROWS of them are sorted and written as runs
+    Texts come in the archive's order; every RUN_ROWS of them are sorted and written as runs
     in a temporary folder inside `out_dir`, which are then merged. The files appear only once
     all are complete; the same tarball and splits give the same bytes.
 
@@ -283,7 +289,7 @@ def write_splits(path: str | Path, splits: dict[str, pa.Table],
                 continue
             buffers[names[destination[position]]].append((review_id, text, label, rating))
             buffered += 1
-            if buffered == CHUNK_ROWS:
+            if buffered == RUN_ROWS:
                 flush()
                 buffered = 0
         flush()
