@@ -170,6 +170,7 @@ def test_ray_gives_the_local_soft_labels_byte_for_byte(ray_cluster, teacher, tmp
                       LocalEngine(model, positive, CPU, "fp32"), tokenizer)
     with RayEngine(path, positive, CPU, "fp32", workers=2) as engine:
         on_ray = run_split(split, tmp_path / "ray.parquet", engine, tokenizer)
+        assert engine.scoring_seconds > 0
     np.testing.assert_array_equal(on_ray, local)
     assert (tmp_path / "ray.parquet").read_bytes() == (tmp_path / "local.parquet").read_bytes()
 
@@ -182,8 +183,10 @@ def test_ray_in_bf16_is_within_tolerance_of_local(ray_cluster, teacher):
     rng = random.Random(1)
     batches = plan_batches(tokenizer, [make_review(rng, 1) for _ in range(40)], **SHAPE)
     local = LocalEngine(model, positive, CPU, "bf16").score(batches)
+    counted = []
     with RayEngine(path, positive, CPU, "bf16", workers=2) as engine:
-        on_ray = engine.score(batches)
+        on_ray = engine.score(batches, progress=counted.append)
+    assert sorted(counted) == sorted(len(batch.rows) for batch in batches)  # batch by batch
     np.testing.assert_allclose(np.concatenate(on_ray), np.concatenate(local), atol=1e-2)
 
 

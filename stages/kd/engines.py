@@ -232,8 +232,12 @@ class RayEngine:
                 fn_constructor_args=(self._teacher_ref, self.positive, self.device_type,
                                      self.precision),
                 max_restarts=self.retries, max_task_retries=self.retries, **resources)
+            results = []
             try:
-                results = dataset.take_all()
+                for result in dataset.iter_rows():  # as batches finish, in any order
+                    results.append(result)
+                    if progress is not None:
+                        progress(len(batches[result["batch"]].rows))
             except ray.exceptions.RayError as error:  # a dead actor, an error in one
                 raise PipelineError(
                     f"teacher scoring on Ray failed (a dead actor is restarted and its batch "
@@ -243,8 +247,6 @@ class RayEngine:
         for result in results:
             batch_logits[result["batch"]] = np.asarray(result["logits"],
                                                        dtype=np.float32).reshape(-1, 2)
-        if progress is not None:
-            progress(sum(len(batch.rows) for batch in batches))
         missing = [index for index, logits in enumerate(batch_logits) if logits is None]
         if missing:
             raise PipelineError(f"Ray returned no logits for {len(missing)} of {len(batches)} "
