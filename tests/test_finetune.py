@@ -75,6 +75,8 @@ def test_the_stage_makes_a_teacher_that_teacher_infer_reads(tmp_path, tiny_encod
     assert training["reviews"] == {"train": 36, "val": 4} and training["labels"] == ["bad", "good"]
     assert training["recipe"]["lr"] == 8e-5 and training["truncation"] == "head 8 + tail 22"
     assert training["base_sha256"] == teacher_sha256(tiny_encoder)
+    (tmp_path / "probe").write_text("")  # the weights get a new file's mode, not 0600
+    assert (made / "model.safetensors").stat().st_mode == (tmp_path / "probe").stat().st_mode
     for name, content in teacher_files(made).items():  # what DVC hashes: nothing of this run
         if name != "model.safetensors":
             assert str(tmp_path) not in content.decode(), name
@@ -193,3 +195,4 @@ def test_a_classifier_is_no_base_without_safetensors(tmp_path):
     (path / "model.safetensors").unlink()
     with pytest.raises(FinetuneError, match="no \\*.safetensors"):
         build_teacher(path, ("negative", "positive"), 0.1, 0.0)
+

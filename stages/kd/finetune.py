@@ -16,6 +16,7 @@ a run that was never interrupted (same machine type and thread count, as `kd.dev
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -290,4 +291,8 @@ def save_teacher(model, tokenizer, out_dir: str | Path, training: dict) -> Path:
     model.cpu().save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     (out / TRAINING_FILE).write_text(json.dumps(training, indent=2, sort_keys=True) + "\n")
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in out.iterdir():  # transformers writes the weights 0600 (a temporary file)
+        path.chmod(0o666 & ~umask)
     return out
