@@ -196,3 +196,17 @@ def test_a_classifier_is_no_base_without_safetensors(tmp_path):
     with pytest.raises(FinetuneError, match="no \\*.safetensors"):
         build_teacher(path, ("negative", "positive"), 0.1, 0.0)
 
+
+def test_teachers_are_compared_review_by_review():
+    from compare_teachers import compare
+
+    pulled = np.array([True] * 10 + [False] * 4)
+    made = np.array([True] * 4 + [False] * 10)  # misses 6 the pulled one gets, and its 4
+    result = compare(pulled, made)
+    assert (result["both_right"], result["only_a_right"], result["only_b_right"],
+            result["both_wrong"]) == (4, 6, 0, 4)
+    assert result["accuracy_a"] == pytest.approx(10 / 14)
+    assert result["difference_b_minus_a"] == pytest.approx(-6 / 14)
+    assert result["mcnemar_exact_p"] == pytest.approx(2 * 0.5 ** 6)  # 6 discordant, all one way
+    low, high = result["difference_95ci"]
+    assert low < -6 / 14 < high < 0
