@@ -16,6 +16,7 @@ from kd import tracking
 from kd.data import load_split
 from kd.errors import exit_on_error
 from kd.export import export_all, load_student
+from kd.labels import read_label_names
 from kd.metrics import sigmoid
 from kd.model import arch_of, load_checkpoint
 from kd.params import load_params
@@ -24,10 +25,11 @@ from kd.train import predict_logits
 
 
 @exit_on_error
-def main(checkpoint: str, tokenizer_path: str, test_path: str, out_dir: str,
+def main(checkpoint: str, tokenizer_path: str, test_path: str, source_path: str, out_dir: str,
          metrics_path: str) -> None:
+    labels = read_label_names(source_path)  # the data's names of labels 0 and 1
     model, meta = load_checkpoint(checkpoint)
-    paths = export_all(model, tokenizer_path, out_dir, {
+    paths = export_all(model, tokenizer_path, out_dir, labels=labels, meta={
         "source_checkpoint": checkpoint, "arch": arch_of(model),
         "teacher_sha256": meta.get("teacher_sha256"),
         "soft_labels": {"device": meta.get("soft_labels_device"),
@@ -64,7 +66,9 @@ if __name__ == "__main__":
     parser.add_argument("--checkpoint", default="models/student/best.safetensors")
     parser.add_argument("--tokenizer", default="data/vocab/tokenizer.json")
     parser.add_argument("--test", default="data/prepared/test.parquet")
+    parser.add_argument("--source", default="data/prepared/source.json",
+                        help="written by prepare: the names of labels 0 and 1")
     parser.add_argument("--out-dir", default="models/export")
     parser.add_argument("--metrics", default="reports/export.json")
     args = parser.parse_args()
-    main(args.checkpoint, args.tokenizer, args.test, args.out_dir, args.metrics)
+    main(args.checkpoint, args.tokenizer, args.test, args.source, args.out_dir, args.metrics)

@@ -1,27 +1,30 @@
-"""Stage `prepare`: IMDb tarball -> train / val / test / unsup splits as Parquet."""
+"""Stage `prepare`: the reviews of `data.source` (the IMDb tarball, or your own files) -> the
+train / val / test / unsup splits as Parquet, and `source.json` (label names and checks)."""
 
 import argparse
 
-from kd.data import SPLITS, make_splits, read_tarball, save_split
 from kd.errors import exit_on_error
 from kd.params import load_params
+from kd.sources import prepare
 
 
 @exit_on_error
-def main(tarball: str, out_dir: str) -> None:
+def main(out_dir: str) -> None:
     params = load_params()
-    reviews = read_tarball(tarball)
-    splits = make_splits(reviews, subset_size=params.subset_size, test_size=params.test_size,
-                         val_fraction=params.prepare.val_fraction, seed=params.seed,
-                         unsup_size=params.unsup_size)
-    for name in SPLITS:
-        save_split(splits[name], f"{out_dir}/{name}.parquet")
-        print(f"{name}: {len(splits[name])} reviews -> {out_dir}/{name}.parquet")
+    description = prepare(params, out_dir)  # bad data stops here, before anything is written
+    for name, count in description["reviews"].items():
+        print(f"{name}: {count} reviews -> {out_dir}/{name}.parquet")
+    labels = description["labels"]
+    print(f"labels: 0 = {labels[0]!r}, 1 = {labels[1]!r} ({description['label_rule']})")
+    if "test_overlap" in description:
+        overlap = description["test_overlap"]
+        print(f"test reviews repeating a text of train: {overlap['in_train']}, of unlabelled: "
+              f"{overlap['in_unlabelled']} ({overlap['share']:.2%}; at most "
+              f"{overlap['max_overlap']:.2%} allowed)")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--tarball", default="data/raw/aclImdb_v1.tar.gz")
     parser.add_argument("--out-dir", default="data/prepared")
     args = parser.parse_args()
-    main(args.tarball, args.out_dir)
+    main(args.out_dir)

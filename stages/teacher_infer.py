@@ -3,11 +3,12 @@
 import argparse
 import time
 
-from kd.data import fingerprint, load_split
+from kd.data import count_reviews, fingerprint_file
 from kd.device import resolve_device, resolve_precision
+from kd.engines import open_engine
 from kd.errors import exit_on_error
 from kd.params import load_params
-from kd.teacher import load_teacher, save_soft_labels, score
+from kd.teacher import load_teacher_tokenizer, score_split
 
 
 @exit_on_error
@@ -16,30 +17,32 @@ def main(split: str, data_dir: str, out_dir: str) -> None:
     params = all_params.teacher
     device = resolve_device(all_params.device)
     precision = resolve_precision(params.precision, device)
-    dataset = load_split(f"{data_dir}/{split}.parquet")
-    model, tokenizer, identity = load_teacher(params.path)
-    started = time.perf_counter()
-    teacher_logits = score(model.to(device), tokenizer, dataset["text"], max_len=params.max_len,
-                           head_tokens=params.head_tokens, batch_size=params.batch_size,
-                           positive=identity["positive_index"], desc=f"teacher {split}",
-                           device=device, precision=precision)
-    seconds = time.perf_counter() - started
-    # Only what the inputs decide goes into the file (no times): the same inputs give the same
-    # bytes, so DVC can share the file instead of recomputing it.
+    split_path = f"{data_dir}/{split}.parquet"
+    tokenizer, identity = load_teacher_tokenizer(params.path)
+    # Only what the inputs decide goes into the file (no times, no engine or worker count):
+    # the same inputs give the same bytes, so DVC can share the file instead of recomputing it.
     meta = {
         **identity,
         "max_len": params.max_len,
         "truncation": f"head {params.head_tokens} + tail "
                       f"{params.max_len - 2 - params.head_tokens}",
         "split": split,
-        "reviews": len(dataset),
-        "data_fingerprint": fingerprint(dataset),
+        "reviews": count_reviews(split_path),
+        "data_fingerprint": fingerprint_file(split_path),  # streamed, as the scoring below
         "device_type": device.type,
         "precision": precision,
     }
-    save_soft_labels(f"{out_dir}/{split}.parquet", list(dataset["id"]), teacher_logits, meta)
-    print(f"teacher {split}: {len(dataset)} reviews in {seconds:.0f}s "
-          f"({len(dataset) / max(seconds, 1e-9):.1f} reviews/s) on {device} ({precision})")
+    with open_engine(params.engine, params.workers, params.path, identity["positive_index"],
+                     device, precision) as engine:
+        started = time.perf_counter()
+        reviews = score_split(split_path, f"{out_dir}/{split}.parquet", engine, tokenizer,
+                              max_len=params.max_len, head_tokens=params.head_tokens,
+                              batch_size=params.batch_size, meta=meta,
+                              desc=f"teacher {split}")
+        seconds = time.perf_counter() - started
+    print(f"teacher {split}: {reviews} reviews in {seconds:.0f}s "
+          f"({reviews / max(seconds, 1e-9):.1f} reviews/s) on {device} ({precision}, "
+          f"{params.engine} engine, {params.workers} worker(s))")
 
 
 if __name__ == "__main__":

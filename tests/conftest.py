@@ -61,6 +61,22 @@ def write_tiny_teacher(path: Path, num_labels: int = 2) -> Path:
     return path
 
 
+def write_tiny_encoder(path: Path) -> Path:
+    """A randomly initialised 1-layer BERT encoder without a head (a base to fine-tune), with
+    the tiny teacher's word-level vocabulary."""
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", "!", "<", ">", "/", "br"]
+    words += POSITIVE_WORDS + NEGATIVE_WORDS + NEUTRAL_WORDS
+    tokenizer = BertTokenizer(vocab={word: index for index, word in enumerate(words)})
+    config = BertConfig(vocab_size=len(words), hidden_size=16, num_hidden_layers=1,
+                        num_attention_heads=2, intermediate_size=32, max_position_embeddings=64)
+    config.architectures = ["BertModel"]
+    BertModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
 @pytest.fixture
 def tarball(tmp_path: Path) -> Path:
     return write_tarball(tmp_path / "aclImdb_v1.tar.gz")
@@ -69,3 +85,8 @@ def tarball(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_teacher(tmp_path_factory) -> Path:
     return write_tiny_teacher(tmp_path_factory.mktemp("teacher") / "teacher")
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory) -> Path:
+    return write_tiny_encoder(tmp_path_factory.mktemp("encoder") / "base-encoder")

@@ -7,7 +7,12 @@ from kd.params import ParamsError, load_params, parse_params
 def test_committed_params_are_valid():
     params = load_params("params.yaml")
     assert 0 <= params.alpha <= 1
+    assert params.teacher.engine == "local" and params.teacher.workers == 1
     assert params.kernel_sizes == (3, 4, 5)
+    # The defaults read the IMDb tarball and score with the pulled teacher: no teacher is made.
+    assert params.data.source == "imdb" and params.data.path == "data/raw/aclImdb_v1.tar.gz"
+    assert params.teacher.path == "models/teacher"
+    assert (params.finetune.epochs, params.finetune.lr, params.finetune.batch_size) == (2, 8e-5, 32)
 
 
 @pytest.mark.parametrize(("override", "message"), [
@@ -41,6 +46,39 @@ def test_committed_params_are_valid():
     ({"device": "gpu"}, "`device` = 'gpu' is not allowed; it must be auto"),
     ({"device": "cuda:x"}, "`device` = 'cuda:x'"),
     ({"baselines": {"nb_c_grid": []}}, "`baselines.nb_c_grid` = []"),
+    ({"teacher": {"engine": "spark"}}, "`teacher.engine` = 'spark' is not allowed; it must be "
+                                        "one of local, ray"),
+    ({"teacher": {"engine": "ray", "workers": 0}}, "`teacher.workers` = 0 is not allowed; it "
+                                                   "must be an integer >= 1"),
+    ({"teacher": {"engine": "ray", "workers": 1.5}}, "`teacher.workers` = 1.5"),
+    ({"teacher": {"engine": "local", "workers": 2}}, "`teacher.workers` = 2 is not allowed; the "
+                                                     "local engine runs one worker: set "
+                                                     "teacher.engine = ray for more"),
+    ({"data": {"source": "csv"}}, "`data.source` = 'csv' is not allowed; it must be one of "
+                                  "imdb, files"),
+    ({"data": {"source": "files", "path": "data/own"}}, "`data.train` = '' is not allowed; "
+                                                        "data.source = files needs it"),
+    ({"data": {"train": "../elsewhere/train.csv"}}, "`data.train` = '../elsewhere/train.csv' is "
+                                                    "not allowed; it must be a name inside "
+                                                    "data.path"),
+    ({"data": {"test": "/abs/test.csv"}}, "`data.test` = '/abs/test.csv'"),
+    ({"data": {"label_column": "text"}}, "`data.label_column` = 'text' is not allowed; it must "
+                                         "differ from data.text_column"),
+    ({"data": {"text_column": ""}}, "`data.text_column` = ''"),
+    ({"data": {"max_overlap": 1.5}}, "`data.max_overlap` = 1.5 is not allowed; it must be a "
+                                     "share in [0, 1]"),
+    ({"data": {"positive_label": True}}, "`data.positive_label` = True"),
+    ({"data": {"path": ""}}, "`data.path` = ''"),
+    ({"data": {"train_file": "x"}}, "unknown key(s) data.train_file"),
+    ({"finetune": {"lr": 0}}, "`finetune.lr` = 0 is not allowed; it must be a number > 0"),
+    ({"finetune": {"warmup": 1}}, "`finetune.warmup` = 1 is not allowed; it must be a share of "
+                                  "the steps in [0, 1)"),
+    ({"finetune": {"epochs": 0}}, "`finetune.epochs` = 0"),
+    ({"finetune": {"batch_size": 2.5}}, "`finetune.batch_size` = 2.5"),
+    ({"finetune": {"precision": "fp16"}}, "`finetune.precision` = 'fp16'"),
+    ({"finetune": {"attention_dropout": 1}}, "`finetune.attention_dropout` = 1"),
+    ({"finetune": {"max_grad_norm": -1}}, "`finetune.max_grad_norm` = -1"),
+    ({"finetune": {"save_every": -5}}, "`finetune.save_every` = -5"),
 ])
 def test_bad_values_name_the_key_and_value(override, message):
     raw = yaml.safe_load(open("params.yaml"))

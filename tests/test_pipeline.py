@@ -15,6 +15,7 @@ import yaml
 
 from conftest import write_tarball
 from kd.model import load_checkpoint
+from kd.teacher import read_soft_label_meta, teacher_sha256
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
@@ -37,6 +38,7 @@ def write_params(root: Path, **top_level) -> None:
     params["vocab"].update(max_size=200, min_freq=1, max_len=40)
     params["teacher"].update(max_len=32, head_tokens=8, batch_size=16)
     params["student"].update(embed_dim=16, num_filters=8, ngram_order=2, ngram_buckets=64)
+    params["finetune"].update(epochs=1, batch_size=8)
     params["train"].update(batch_size=16)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
@@ -56,17 +58,20 @@ TINY_SWEEP = {"frontier": [
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory, tiny_teacher) -> Path:
+def project(tmp_path_factory, tiny_teacher, tiny_encoder) -> Path:
     root = tmp_path_factory.mktemp("project")
     shutil.copytree(REPO / "stages", root / "stages",
                     ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    (root / "teachers").mkdir()
+    shutil.copy(REPO / "teachers/dvc.yaml", root / "teachers/dvc.yaml")
     shutil.copy(REPO / ".gitignore", root / ".gitignore")
     write_params(root)
     (root / "reports").mkdir()
     (root / "reports/sweep.json").write_text(json.dumps(TINY_SWEEP))
     write_tarball(root / "data/raw/aclImdb_v1.tar.gz", reviews_per_folder=30, unsup=20)
     shutil.copytree(tiny_teacher, root / "models/teacher")
+    shutil.copytree(tiny_encoder, root / "models/base-encoder")
     run(root, "git", "init", "-q")
     run(root, "dvc", "init", "-q")
     run(root, "git", "add", "-A")
@@ -82,7 +87,9 @@ def project(tmp_path_factory, tiny_teacher) -> Path:
 def fresh(project) -> Path:
     """The project as committed after its first `dvc repro`, whatever an earlier test did."""
     run(project, "git", "reset", "-q", "--hard")
-    run(project, "dvc", "checkout", "-q", "--force")
+    # --allow-missing: teachers/dvc.yaml's output has no hash until that stage runs, and a bare
+    # checkout then fails on it (after restoring everything else).
+    run(project, "dvc", "checkout", "-q", "--force", "--allow-missing")
     return project
 
 
@@ -177,7 +184,13 @@ def test_repro_runs_every_stage_and_records_the_run(fresh):
     assert "student.accuracy" in steps and "nb_lr.accuracy" in steps
     (logged_model,) = project.glob("mlartifacts/**/MLmodel")
     assert "signature" in logged_model.read_text()
-    assert "dvc.yaml" not in run(project, "dvc", "status").stdout  # everything up to date
+    # Everything up to date but the teacher-making stage of teachers/dvc.yaml, which a plain
+    # `dvc repro` never runs (no stage of dvc.yaml depends on it with the default teacher.path).
+    stages = [line for line in run(project, "dvc", "status").stdout.splitlines()
+              if line.endswith(":") and not line.startswith(("\t", " "))]
+    assert stages == ["teachers/dvc.yaml:finetune:"]
+    assert not (project / "models/teacher-finetuned").exists()
+    assert not (project / "teachers/dvc.lock").exists()
 
 
 def test_every_stage_reruns_to_the_same_bytes(fresh):
@@ -257,6 +270,22 @@ def test_transfer_set_and_temperature_retrain_only_the_student(fresh):
     assert "94 training reviews (train, unsup, augment)" in result.stdout
 
 
+def test_the_ray_engine_gives_the_same_soft_labels(fresh):
+    """`dvc repro` of a teacher stage in fp32, on the local engine, then on a local Ray
+    cluster of 2 actors: the same bytes."""
+    pytest.importorskip("ray")
+
+    def repro_with(**teacher) -> str:
+        params = yaml.safe_load((fresh / "params.yaml").read_text())
+        params["teacher"].update(precision="fp32", **teacher)
+        (fresh / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        result = run(fresh, "dvc", "repro", "teacher_infer@test")
+        assert f"{teacher['engine']} engine, {teacher['workers']} worker(s)" in result.stdout
+        return lock_outs(fresh)["data/teacher/test.parquet"]
+
+    assert repro_with(engine="local", workers=1) == repro_with(engine="ray", workers=2)
+
+
 def test_bad_params_stop_the_run_and_keep_the_teacher_logits(fresh):
     project = fresh
     before = {path: path.stat().st_mtime_ns for path in (project / "data/teacher").iterdir()}
@@ -267,5 +296,29 @@ def test_bad_params_stop_the_run_and_keep_the_teacher_logits(fresh):
     after = {path: path.stat().st_mtime_ns for path in (project / "data/teacher").iterdir()}
     assert after == before
     # DVC clears the failing stage's own outputs before it starts; its cache still has them.
-    run(project, "dvc", "checkout")
+    run(project, "dvc", "checkout", "--allow-missing")
     assert (project / "models/student/best.safetensors").is_file()
+
+
+def test_one_param_switches_to_a_made_teacher(fresh):
+    """`dvc exp run -S teacher.path=models/teacher-finetuned` pulls in teachers/dvc.yaml: the
+    teacher is fine-tuned from the base encoder, then scores the split."""
+    result = run(fresh, "dvc", "exp", "run", "-S", "teacher.path=models/teacher-finetuned",
+                 "teacher_infer@test")
+    try:
+        assert "Running stage 'teachers/dvc.yaml:finetune'" in result.stdout
+        assert "Running stage 'teacher_infer@test'" in result.stdout
+        assert "Running stage 'distill'" not in result.stdout  # only what the target needs
+        made = fresh / "models/teacher-finetuned"
+        meta = read_soft_label_meta(fresh / "data/teacher/test.parquet")
+        assert meta["teacher_path"] == "models/teacher-finetuned"
+        assert meta["teacher_sha256"] == teacher_sha256(made)
+        lock = yaml.safe_load((fresh / "teachers/dvc.lock").read_text())
+        assert [out["path"] for out in lock["stages"]["finetune"]["outs"]] == [
+            "models/teacher-finetuned"]
+        # Back on the pulled teacher, the made one is out of the graph again.
+        write_params(fresh)
+        assert "finetune" not in run(fresh, "dvc", "repro", "teacher_infer@test").stdout
+    finally:  # untracked: `git reset` would keep them for the next test
+        (fresh / "teachers/dvc.lock").unlink(missing_ok=True)
+        shutil.rmtree(fresh / "models/teacher-finetuned", ignore_errors=True)

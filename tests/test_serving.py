@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from kd.api import Batcher, create_app
 from kd.bench import latency_ms, load_test, throughput
 from kd.export import FILES, OnnxStudent, export_all, load_student
+from kd.labels import read_label_names
 from kd.model import TextCNN, TextCNNConfig
 from kd.text import build_tokenizer, encode, pad_batch
 
@@ -100,6 +101,33 @@ def test_api_predicts_and_reports(export):
     assert [p["positive_prob"] for p in predictions] == pytest.approx(eager[:3], abs=1e-4)
     assert [p["label"] for p in predictions] == [
         "positive" if p >= 0.5 else "negative" for p in eager[:3]]
+
+
+def test_exports_answer_with_the_label_names_of_the_data(tmp_path):
+    """Labels mapped by prepare (source.json) reach the export, the API and the predict
+    command: a user's "bad"/"good" data is answered with "bad"/"good"."""
+    (tmp_path / "source.json").write_text(json.dumps({"labels": ["bad", "good"]}))
+    tokenizer = build_tokenizer(TEXTS * 2, max_size=100, min_freq=1, max_len=50)
+    tokenizer.save(str(tmp_path / "tokenizer.json"))
+    torch.manual_seed(1)
+    model = TextCNN(TextCNNConfig(vocab_size=tokenizer.get_vocab_size(), embed_dim=8,
+                                  num_filters=4)).eval()
+    folder = tmp_path / "export"
+    export_all(model, tmp_path / "tokenizer.json", folder, {},
+               labels=read_label_names(tmp_path / "source.json"))
+    assert json.loads((folder / "metadata.json").read_text())["labels"] == ["bad", "good"]
+    student = load_student(folder, form="onnx")
+    probs = student.positive_probs(TEXTS)
+    expected = ["good" if prob >= 0.5 else "bad" for prob in probs]
+    assert [row["label"] for row in student.predict(TEXTS)] == expected
+    client = TestClient(create_app(str(folder), form="torchscript"))
+    assert client.get("/model").json()["labels"] == ["bad", "good"]
+    answers = client.post("/predict", json={"texts": TEXTS}).json()["predictions"]
+    assert [row["label"] for row in answers] == expected
+    printed = subprocess.run([sys.executable, str(REPO / "stages/predict.py"), "--export-dir",
+                              str(folder)], input="\n".join(TEXTS), capture_output=True,
+                             text=True, check=True).stdout
+    assert [json.loads(line)["label"] for line in printed.splitlines()] == expected
 
 
 @pytest.mark.parametrize(("body", "status", "message"), [

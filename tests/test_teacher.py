@@ -88,6 +88,19 @@ def test_soft_labels_round_trip_and_refuse_stale_data(tmp_path):
         load_soft_labels(path, ["train/pos/1", "train/pos/3"], {})
 
 
+def test_empty_soft_labels_are_one_empty_row_group(tmp_path):
+    """As `pq.write_table` writes an empty table: the empty augment split keeps its bytes."""
+    meta = {"data_fingerprint": "abc"}
+    save_soft_labels(tmp_path / "augment.parquet", [], np.zeros((0, 2), np.float32), meta)
+    table = pa.table({"id": pa.array([], pa.string()),
+                      "teacher_logits": pa.array([], pa.list_(pa.float32(), 2))})
+    pq.write_table(table.replace_schema_metadata({b"kd.soft_labels": json.dumps(meta)}),
+                   tmp_path / "whole.parquet")
+    assert ((tmp_path / "augment.parquet").read_bytes()
+            == (tmp_path / "whole.parquet").read_bytes())
+    assert len(load_soft_labels(tmp_path / "augment.parquet", [], meta)) == 0
+
+
 def test_soft_labels_without_metadata_are_refused(tmp_path):
     path = tmp_path / "train.parquet"
     pq.write_table(pa.table({"id": ["a"], "teacher_logits": [[0.0, 1.0]]}), path)

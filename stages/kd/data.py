@@ -1,17 +1,30 @@
 """IMDb reviews: read Stanford's tarball, clean, split, save and load the prepared splits.
 
-The prepared splits are Parquet files that `datasets` loads, one row per review:
+The prepared splits are Parquet files that `datasets` loads, one row per review, sorted by id:
 `id` (e.g. "train/pos/123"), `text` (cleaned), `label` (1 positive, 0 negative, -1 unlabelled)
 and `rating` (1-10 stars, 0 when unlabelled).
+
+`prepare` reads the tarball twice so that its memory does not grow with the corpus: a first
+pass (`index_tarball`) keeps only each review's id, label, rating and place in the archive,
+enough to draw the samples and splits (`make_splits`); a second pass (`write_splits`) streams
+the texts of the chosen reviews into sorted runs on disk and merges them into each split file,
+one row group (ROW_GROUP_ROWS reviews) at a time.
 """
 
 import hashlib
+import heapq
+import os
 import re
 import tarfile
+import tempfile
 import zlib
+from collections.abc import Iterable, Iterator
+from operator import itemgetter
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from datasets import Dataset
 from sklearn.model_selection import train_test_split
@@ -19,6 +32,18 @@ from sklearn.model_selection import train_test_split
 from kd.errors import PipelineError
 
 SPLITS = ("train", "val", "test", "unsup")
+SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("label", pa.int64()),
+                    ("rating", pa.int64())])
+# What the first pass keeps of a review: no text. `position` is its place among the archive's
+# reviews, which the second pass counts again to find it.
+_INDEX_SCHEMA = pa.schema([("id", pa.string()), ("label", pa.int64()), ("rating", pa.int64()),
+                           ("position", pa.int64())])
+# Texts held at a time while reading the tarball: each such batch becomes sorted runs.
+RUN_ROWS = 8192
+# Rows per row group of a split file (the merge holds one). Every IMDb split (50,000 at most)
+# is one row group, as when a split was written at once, so the files keep their bytes.
+ROW_GROUP_ROWS = 65536
+_MERGE_ROWS = 64  # rows read at a time from each sorted run while merging
 
 # Folder in the tarball -> label. Ratings 1-4 are negative, 7-10 positive, unsup files are "_0".
 _LABELS = {"pos": 1, "neg": 0, "unsup": -1}
@@ -36,11 +61,41 @@ def clean_text(text: str) -> str:
     return _SPACES.sub(" ", _LINE_BREAK.sub(" ", text)).strip()
 
 
-def read_tarball(path: str | Path) -> dict[str, list[dict]]:
-    """Read the reviews straight from Stanford's `aclImdb_v1.tar.gz`, without extracting it.
+def _iter_reviews(path: Path, with_text: bool) -> Iterator[tuple]:
+    """(position, split, id, label, rating, cleaned text or None) of every review, in the
+    archive's order.
 
-    Args:
-        path: the tarball.
+    Raises:
+        DataError: the file is missing, or is not a readable gzip tarball.
+    """
+    if not path.is_file():
+        raise DataError(f"{path} not found: fetch the raw data with `dvc pull`")
+    try:
+        with tarfile.open(path, mode="r:gz") as archive:
+            position = 0
+            for member in archive:
+                match = _REVIEW_PATH.match(member.name)
+                if not match or not member.isfile():
+                    continue
+                split, folder, number, rating = match.groups()
+                text = None
+                if with_text:
+                    text = clean_text(archive.extractfile(member).read().decode("utf-8"))
+                yield (position, "unsup" if folder == "unsup" else split,
+                       f"{split}/{folder}/{number}", _LABELS[folder], int(rating), text)
+                position += 1
+    except (tarfile.TarError, EOFError, OSError, zlib.error, UnicodeDecodeError) as error:
+        raise DataError(
+            f"{path} is corrupt or truncated ({type(error).__name__}: {error}); "
+            "fetch it again with `dvc pull --force`"
+        ) from None
+
+
+def read_tarball(path: str | Path) -> dict[str, list[dict]]:
+    """Every review of Stanford's `aclImdb_v1.tar.gz`, texts included, read without extracting.
+
+    It holds the whole corpus in memory: for checks and small data. `prepare` streams instead
+    (`index_tarball`, `make_splits`, `write_splits`).
 
     Returns:
         {"train": [...], "test": [...], "unsup": [...]}, each review a dict with `id`, `text`,
@@ -51,37 +106,57 @@ def read_tarball(path: str | Path) -> dict[str, list[dict]]:
             (corrupt or truncated), or lacks the IMDb layout.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path} not found: fetch the raw data with `dvc pull`")
     reviews = {"train": [], "test": [], "unsup": []}
-    try:
-        with tarfile.open(path, mode="r:gz") as archive:
-            for member in archive:
-                match = _REVIEW_PATH.match(member.name)
-                if not match or not member.isfile():
-                    continue
-                split, folder, number, rating = match.groups()
-                text = archive.extractfile(member).read().decode("utf-8")
-                reviews["unsup" if folder == "unsup" else split].append({
-                    "id": f"{split}/{folder}/{number}",
-                    "text": clean_text(text),
-                    "label": _LABELS[folder],
-                    "rating": int(rating),
-                })
-    except (tarfile.TarError, EOFError, OSError, zlib.error, UnicodeDecodeError) as error:
-        raise DataError(
-            f"{path} is corrupt or truncated ({type(error).__name__}: {error}); "
-            "fetch it again with `dvc pull --force`"
-        ) from None
-    _check_layout(path, reviews)
+    for _, split, review_id, label, rating, text in _iter_reviews(path, with_text=True):
+        reviews[split].append({"id": review_id, "text": text, "label": label, "rating": rating})
+    _check_layout(path, {split: {row["label"] for row in rows}
+                         for split, rows in reviews.items()})
     return {split: sorted(rows, key=lambda row: row["id"]) for split, rows in reviews.items()}
 
 
-def _check_layout(path: Path, reviews: dict[str, list[dict]]) -> None:
+def index_tarball(path: str | Path) -> dict[str, pa.Table]:
+    """First pass over the tarball: each review's id, label, rating and place, but no text.
+
+    Under 50 bytes a review (its id and three integers): what `make_splits` needs to draw samples
+    and splits, whatever the texts weigh.
+
+    Returns:
+        {"train", "test", "unsup"} -> table (id, label, rating, position), sorted by id.
+
+    Raises:
+        DataError: as `read_tarball`.
+    """
+    path = Path(path)
+    columns = {split: {name: [] for name in _INDEX_SCHEMA.names}
+               for split in ("train", "test", "unsup")}
+    batches = {split: [] for split in columns}
+
+    def flush(split: str) -> None:
+        batches[split].append(pa.record_batch(columns[split], schema=_INDEX_SCHEMA))
+        columns[split] = {name: [] for name in _INDEX_SCHEMA.names}
+
+    for position, split, review_id, label, rating, _ in _iter_reviews(path, with_text=False):
+        row = columns[split]
+        row["id"].append(review_id)
+        row["label"].append(label)
+        row["rating"].append(rating)
+        row["position"].append(position)
+        if len(row["id"]) == RUN_ROWS:  # as Arrow arrays, ids weigh a third of Python's
+            flush(split)
+    for split in columns:
+        flush(split)
+    index = {split: pa.Table.from_batches(parts, schema=_INDEX_SCHEMA).sort_by("id")
+             for split, parts in batches.items()}
+    _check_layout(path, {split: set(pc.unique(table["label"]).to_pylist())
+                         for split, table in index.items()})
+    return index
+
+
+def _check_layout(path: Path, labels: dict[str, set[int]]) -> None:
     missing = []
     for split in ("train", "test"):
         for label, folder in ((1, "pos"), (0, "neg")):
-            if not any(row["label"] == label for row in reviews[split]):
+            if label not in labels[split]:
                 missing.append(f"aclImdb/{split}/{folder}/")
     if missing:
         raise DataError(
@@ -90,62 +165,188 @@ def _check_layout(path: Path, reviews: dict[str, list[dict]]) -> None:
         )
 
 
-def sample_stratified(rows: list[dict], size: int, seed: int, what: str) -> list[dict]:
-    """A stratified (by label), seeded sample of `size` rows; `size` 0 keeps them all.
+def sample_stratified(reviews: pa.Table, size: int, seed: int, what: str) -> pa.Table:
+    """A stratified (by label), seeded sample of `size` reviews; `size` 0 keeps them all.
+
+    Args:
+        reviews: sorted by id; the sample keeps that order.
 
     Raises:
-        DataError: `size` is larger than the number of rows.
+        DataError: `size` is larger than the number of reviews.
     """
-    if size == 0 or size == len(rows):
-        return rows
-    if size > len(rows):
-        raise DataError(f"{what} = {size} is larger than the data: only {len(rows)} reviews")
-    kept, _ = train_test_split(rows, train_size=size, random_state=seed,
-                               stratify=[row["label"] for row in rows])
-    return sorted(kept, key=lambda row: row["id"])
+    if size == 0 or size == reviews.num_rows:
+        return reviews
+    if size > reviews.num_rows:
+        raise DataError(f"{what} = {size} is larger than the data: only {reviews.num_rows} "
+                        "reviews")
+    kept, _ = train_test_split(np.arange(reviews.num_rows), train_size=size, random_state=seed,
+                               stratify=reviews["label"].to_numpy())
+    return reviews.take(np.sort(kept))
 
 
-def make_splits(reviews: dict[str, list[dict]], subset_size: int, test_size: int,
-                val_fraction: float, seed: int, unsup_size: int = 0) -> dict[str, list[dict]]:
+def make_splits(index: dict[str, pa.Table], subset_size: int, test_size: int,
+                val_fraction: float, seed: int, unsup_size: int = 0) -> dict[str, pa.Table]:
     """Sample train, test and unsup, then carve the validation split out of train (never out
-    of test).
+    of test). Only ids, labels and ratings are needed; the texts come in `write_splits`.
+
+    Args:
+        index: from `index_tarball`.
 
     Returns:
-        {"train", "val", "test", "unsup"} -> rows.
+        {"train", "val", "test", "unsup"} -> the chosen reviews' index rows, sorted by id.
 
     Raises:
         DataError: a requested size is larger than the data, or too small to split.
     """
-    train = sample_stratified(reviews["train"], subset_size, seed, "subset_size")
-    test = sample_stratified(reviews["test"], test_size, seed, "test_size")
-    unsup = sample_stratified(reviews["unsup"], unsup_size, seed, "unsup_size")
+    train = sample_stratified(index["train"], subset_size, seed, "subset_size")
+    test = sample_stratified(index["test"], test_size, seed, "test_size")
+    unsup = sample_stratified(index["unsup"], unsup_size, seed, "unsup_size")
     try:
-        train, val = train_test_split(train, test_size=val_fraction, random_state=seed,
-                                      stratify=[row["label"] for row in train])
+        kept, held_out = train_test_split(np.arange(train.num_rows), test_size=val_fraction,
+                                          random_state=seed, stratify=train["label"].to_numpy())
     except ValueError as error:
-        raise DataError(f"cannot carve a validation split out of {len(train)} training "
+        raise DataError(f"cannot carve a validation split out of {train.num_rows} training "
                         f"reviews with prepare.val_fraction = {val_fraction}: {error}") from None
-    by_id = lambda row: row["id"]  # noqa: E731
-    return {"train": sorted(train, key=by_id), "val": sorted(val, key=by_id),
+    return {"train": train.take(np.sort(kept)), "val": train.take(np.sort(held_out)),
             "test": test, "unsup": unsup}
 
 
-def fingerprint(dataset: Dataset) -> str:
-    """sha256 over every review's id and text: what soft labels and checkpoints are tied to."""
-    digest = hashlib.sha256()
-    for review_id, text in zip(dataset["id"], dataset["text"], strict=True):
+def _rows_table(rows: list[tuple]) -> pa.Table:
+    """(id, text, label, rating) tuples as a table of the prepared splits' schema."""
+    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in SCHEMA.names]
+    return pa.table(dict(zip(SCHEMA.names, columns, strict=True)), schema=SCHEMA)
+
+
+def _write_run(rows: list[tuple], path: Path) -> Path:
+    pq.write_table(_rows_table(sorted(rows, key=itemgetter(0))), path,
+                   row_group_size=_MERGE_ROWS)
+    return path
+
+
+def _read_run(path: Path) -> Iterator[tuple]:
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=_MERGE_ROWS):
+        yield from zip(*(column.to_pylist() for column in batch.columns), strict=True)
+
+
+def _write_merged(runs: list[Path], path: Path) -> int:
+    """Merge sorted runs into one Parquet file of ROW_GROUP_ROWS-row groups; returns its
+    rows."""
+    written = 0
+    with pq.ParquetWriter(path, SCHEMA) as writer:
+        rows = []
+        for row in heapq.merge(*(_read_run(run) for run in runs), key=itemgetter(0)):
+            rows.append(row)
+            if len(rows) == ROW_GROUP_ROWS:
+                writer.write_table(_rows_table(rows))
+                written, rows = written + len(rows), []
+        if rows:
+            writer.write_table(_rows_table(rows))
+            written += len(rows)
+    return written
+
+
+def write_splits(path: str | Path, splits: dict[str, pa.Table],
+                 out_dir: str | Path) -> dict[str, int]:
+    """Second pass over the tarball: write each split's reviews, texts included, to
+    `out_dir/<split>.parquet`, sorted by id, holding a bounded number of texts in memory
+    (RUN_ROWS while reading, one row group of ROW_GROUP_ROWS while merging).
+
+    Texts come in the archive's order; every RUN_ROWS of them are sorted and written as runs
+    in a temporary folder inside `out_dir`, which are then merged. The files appear only once
+    all are complete; the same tarball and splits give the same bytes.
+
+    Args:
+        path: the tarball `splits` was drawn from.
+        splits: from `make_splits`.
+
+    Returns:
+        {split: reviews written}.
+
+    Raises:
+        DataError: the tarball is corrupt, or no longer holds the reviews indexed.
+    """
+    path, out_dir = Path(path), Path(out_dir)
+    names = list(splits)
+    size = 1 + max((pc.max(table["position"]).as_py() for table in splits.values()
+                    if table.num_rows), default=-1)
+    destination = np.full(size, -1, dtype=np.int8)  # archive position -> split, -1: not kept
+    for code, name in enumerate(names):
+        destination[splits[name]["position"].to_numpy()] = code
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".prepare-") as work:
+        runs = {name: [] for name in names}
+        buffers = {name: [] for name in names}
+
+        def flush() -> None:
+            for name, rows in buffers.items():
+                if rows:
+                    runs[name].append(_write_run(rows, Path(work) / f"{name}-{len(runs[name])}"))
+                    rows.clear()
+
+        buffered = 0
+        for position, _, review_id, label, rating, text in _iter_reviews(path, with_text=True):
+            if position >= size or destination[position] < 0:
+                continue
+            buffers[names[destination[position]]].append((review_id, text, label, rating))
+            buffered += 1
+            if buffered == RUN_ROWS:
+                flush()
+                buffered = 0
+        flush()
+        written = {}
+        for name in names:
+            merged = Path(work) / f"{name}.parquet"
+            written[name] = _write_merged(runs[name], merged)
+            if not pq.read_table(merged, columns=["id"])["id"].equals(splits[name]["id"]):
+                raise DataError(f"{path} changed while it was read: the {name} reviews found "
+                                "are not the ones indexed; run `dvc repro prepare` again")
+        for name in names:
+            os.replace(Path(work) / f"{name}.parquet", out_dir / f"{name}.parquet")
+    return written
+
+
+def _digest(pairs: Iterable[tuple[str, str]], digest=None):
+    digest = digest or hashlib.sha256()
+    for review_id, text in pairs:
         digest.update(review_id.encode())
         digest.update(b"\0")
         digest.update(text.encode())
         digest.update(b"\0")
+    return digest
+
+
+def fingerprint(dataset: Dataset) -> str:
+    """sha256 over every review's id and text: what soft labels and checkpoints are tied to."""
+    return _digest(zip(dataset["id"], dataset["text"], strict=True)).hexdigest()
+
+
+def fingerprint_file(path: str | Path) -> str:
+    """`fingerprint` of a prepared split, read a chunk at a time instead of all at once.
+
+    Raises:
+        DataError: the file is missing (run `dvc repro prepare`).
+    """
+    digest = hashlib.sha256()
+    for batch in _split_file(path).iter_batches(batch_size=1024, columns=["id", "text"]):
+        _digest(zip(batch.column("id").to_pylist(), batch.column("text").to_pylist(),
+                    strict=True), digest)
     return digest.hexdigest()
 
 
-def save_split(rows: list[dict], path: str | Path) -> None:
-    """Write one split as Parquet (columns id, text, label, rating)."""
-    columns = {key: [row[key] for row in rows] for key in ("id", "text", "label", "rating")}
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table(columns), path)
+def count_reviews(path: str | Path) -> int:
+    """The number of reviews in a prepared split, from its metadata alone.
+
+    Raises:
+        DataError: the file is missing (run `dvc repro prepare`).
+    """
+    return _split_file(path).metadata.num_rows
+
+
+def _split_file(path: str | Path) -> pq.ParquetFile:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path} not found: run `dvc repro prepare` first")
+    return pq.ParquetFile(path)
 
 
 def load_split(path: str | Path) -> Dataset:

@@ -2,8 +2,9 @@
 (fp32 and bf16) for the ones TorchScript compiles (TextCNN, BiLSTM).
 
 An export folder runs on its own: the model files, the student's `tokenizer.json`, and
-`metadata.json` (the forms it holds, the shortest input the model accepts, label names, where
-the student came from). `load_student` serves any form: the ONNX ones with ONNX Runtime and
+`metadata.json` (the forms it holds, the shortest input the model accepts, the names of labels
+0 and 1 as `prepare` found them in the data, where the student came from). Predictions answer
+with those names. `load_student` serves any form: the ONNX ones with ONNX Runtime and
 numpy, the TorchScript ones with torch (this module imports torch for the exports either way).
 """
 
@@ -17,9 +18,10 @@ import numpy as np
 import torch
 
 from kd.errors import PipelineError
+from kd.labels import IMDB_LABELS
 from kd.model import Student
 
-LABELS = ("negative", "positive")
+LABELS = IMDB_LABELS  # the names of an export that does not carry its own
 FILES = {"torchscript": "student.pt", "bf16": "student.bf16.pt", "onnx": "student.onnx",
          "int8": "student.int8.onnx"}
 
@@ -70,8 +72,12 @@ def quantize_int8(onnx_path: str | Path, int8_path: str | Path,
 
 
 def export_all(model: Student, tokenizer_path: str | Path, out_dir: str | Path,
-               meta: dict) -> dict[str, Path]:
+               meta: dict, labels: tuple[str, str] = LABELS) -> dict[str, Path]:
     """Write every form of the student (`forms_of`), its tokenizer and metadata into `out_dir`.
+
+    Args:
+        labels: the names of labels 0 and 1 (`kd.labels.read_label_names`): what predictions
+            answer with.
 
     Returns:
         {form: path} for the forms written.
@@ -85,7 +91,7 @@ def export_all(model: Student, tokenizer_path: str | Path, out_dir: str | Path,
     export_onnx(model, paths["onnx"])
     quantize_int8(paths["onnx"], paths["int8"], model.int8_ops)
     shutil.copy(tokenizer_path, out / "tokenizer.json")
-    metadata = {"labels": list(LABELS), "min_len": model.min_len,
+    metadata = {"labels": list(labels), "min_len": model.min_len,
                 "files": {form: path.name for form, path in paths.items()}, **meta}
     (out / "metadata.json").write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
     return paths
@@ -121,6 +127,7 @@ class ExportedStudent:
             raise PipelineError(f"student export incomplete, missing {folder / files[form]}: "
                                 "run `dvc repro export`")
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self.labels = tuple(self.metadata.get("labels", LABELS))  # names of labels 0 and 1
         self.form = form
         self._load(folder / files[form], threads)
 
@@ -143,12 +150,12 @@ class ExportedStudent:
         return input_ids
 
     def positive_probs(self, texts: list[str]) -> np.ndarray:
-        """P(positive) per text, (B,)."""
+        """P(label 1) per text, (B,): P(positive) for IMDb."""
         return 1.0 / (1.0 + np.exp(-self.logits(self.encode(texts))))
 
     def predict(self, texts: list[str]) -> list[dict]:
-        """[{"label": "positive" | "negative", "positive_prob": p}, ...]."""
-        return [{"label": LABELS[int(prob >= 0.5)], "positive_prob": round(float(prob), 6)}
+        """[{"label": the name of label 0 or 1, "positive_prob": P(label 1)}, ...]."""
+        return [{"label": self.labels[int(prob >= 0.5)], "positive_prob": round(float(prob), 6)}
                 for prob in self.positive_probs(texts)]
 
 

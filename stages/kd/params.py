@@ -14,6 +14,8 @@ from kd.errors import PipelineError
 from kd.losses import KD_LOSSES
 
 PRECISIONS = ("auto", "bf16", "fp32")
+SOURCES = ("imdb", "files")  # kd.sources reads them
+ENGINES = ("local", "ray")  # kd.engines runs them
 DEVICE_HELP = "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps"
 
 
@@ -51,6 +53,51 @@ class PrepareParams:
 
 
 @dataclass(frozen=True)
+class DataParams:
+    """Where `prepare` takes the reviews from (kd.sources); the stages after it never know."""
+
+    source: str = "imdb"  # imdb: the tarball at `path`; files: your files in the folder `path`
+    path: str = "data/raw/aclImdb_v1.tar.gz"  # what prepare reads and DVC tracks (file or folder)
+    train: str = ""  # files: in `path`: .parquet, .csv, .tsv, .jsonl or a save_to_disk folder
+    test: str = ""  # files: the test reviews, kept whole (validation is carved from train)
+    unlabelled: str = ""  # files: optional reviews without labels, for the transfer set
+    text_column: str = "text"  # files
+    label_column: str = "label"  # files
+    positive_label: str | int = ""  # files: the label value that is 1; "": by name, else a rule
+    max_overlap: float = 0.02  # files: most test reviews allowed to repeat a train/unlabelled text
+
+    def __post_init__(self):
+        _require(self.source in SOURCES, "data.source", self.source,
+                 f"it must be one of {', '.join(SOURCES)}")
+        _require(isinstance(self.path, str) and self.path != "", "data.path", self.path,
+                 "it must be a path: the IMDb tarball, or the folder that holds your files")
+        for key in ("train", "test", "unlabelled"):
+            value = getattr(self, key)
+            _require(isinstance(value, str), f"data.{key}", value, "it must be a name (a string)")
+            parts = Path(value).parts
+            _require(not Path(value).is_absolute() and ".." not in parts, f"data.{key}", value,
+                     "it must be a name inside data.path (the folder DVC tracks), such as "
+                     "train.csv; put the file in that folder")
+        if self.source == "files":
+            for key in ("train", "test"):
+                _require(getattr(self, key) != "", f"data.{key}", getattr(self, key),
+                         "data.source = files needs it: the name of a file or save_to_disk "
+                         "folder inside data.path")
+        for key in ("text_column", "label_column"):
+            value = getattr(self, key)
+            _require(isinstance(value, str) and value != "", f"data.{key}", value,
+                     "it must be a column name")
+        _require(self.text_column != self.label_column, "data.label_column", self.label_column,
+                 "it must differ from data.text_column")
+        _require(isinstance(self.positive_label, str | int)
+                 and not isinstance(self.positive_label, bool), "data.positive_label",
+                 self.positive_label, 'it must be a label value (a string or an integer), or "" '
+                 "to find it by name")
+        _require(_is_number(self.max_overlap) and 0 <= self.max_overlap <= 1, "data.max_overlap",
+                 self.max_overlap, "it must be a share in [0, 1]")
+
+
+@dataclass(frozen=True)
 class VocabParams:
     source: str = "teacher"  # "teacher": the teacher's word pieces; "words": learned from train
     max_size: int = 30000  # words kept, special tokens included
@@ -75,10 +122,18 @@ class TeacherParams:
     head_tokens: int = 96  # head+tail truncation keeps these first word pieces, then the tail
     batch_size: int = 64
     precision: str = "auto"  # auto: bf16 autocast where the hardware has it, else fp32
+    engine: str = "local"  # local: this process; ray: Ray Data actors (requirements-ray.txt)
+    workers: int = 1  # ray: actors, one per CPU slot or GPU; local: 1
 
     def __post_init__(self):
         _require(isinstance(self.path, str) and self.path != "", "teacher.path", self.path,
                  "it must be a folder path")
+        _require(self.engine in ENGINES, "teacher.engine", self.engine,
+                 f"it must be one of {', '.join(ENGINES)}")
+        _require(_is_int(self.workers) and self.workers >= 1, "teacher.workers", self.workers,
+                 "it must be an integer >= 1")
+        _require(self.engine == "ray" or self.workers == 1, "teacher.workers", self.workers,
+                 "the local engine runs one worker: set teacher.engine = ray for more")
         _require(self.precision in PRECISIONS, "teacher.precision", self.precision,
                  f"it must be one of {', '.join(PRECISIONS)}")
         _require(_is_int(self.max_len) and self.max_len >= 3, "teacher.max_len", self.max_len,
@@ -88,6 +143,54 @@ class TeacherParams:
                  f"it must be an integer in [0, teacher.max_len - 2 = {self.max_len - 2}]")
         _require(_is_int(self.batch_size) and self.batch_size >= 1, "teacher.batch_size",
                  self.batch_size, "it must be an integer >= 1")
+
+
+@dataclass(frozen=True)
+class FinetuneParams:
+    """Fine-tuning a teacher from a base encoder (teachers/dvc.yaml); the shipped teacher's
+    recipe. Truncation is the teacher's own: `teacher.max_len` and `teacher.head_tokens`."""
+
+    base: str = "models/base-encoder"  # a Hugging Face encoder folder (dvc pull)
+    epochs: int = 2
+    lr: float = 8e-5  # AdamW's peak learning rate
+    warmup: float = 0.06  # share of the steps warming up linearly; then linear decay to 0
+    weight_decay: float = 0.01  # AdamW; biases and LayerNorm weights are not decayed
+    batch_size: int = 32
+    max_grad_norm: float = 1.0  # gradients clipped to this norm; 0 = no clipping
+    hidden_dropout: float = 0.1
+    attention_dropout: float = 0.0
+    precision: str = "auto"  # auto: bf16 autocast where the hardware has it, else fp32
+    seed: int = 13  # the new head's initialisation, dropout and the batch order
+    threads: int = 0  # CPU threads, 0 = every core; the same count gives the same bytes
+    save_every: int = 200  # steps between resumable states inside an epoch; 0: epoch ends only
+
+    def __post_init__(self):
+        _require(isinstance(self.base, str) and self.base != "", "finetune.base", self.base,
+                 "it must be a folder path")
+        for key in ("epochs", "batch_size"):
+            value = getattr(self, key)
+            _require(_is_int(value) and value >= 1, f"finetune.{key}", value,
+                     "it must be an integer >= 1")
+        _require(_is_number(self.lr) and self.lr > 0, "finetune.lr", self.lr,
+                 "it must be a number > 0")
+        _require(_is_number(self.warmup) and 0 <= self.warmup < 1, "finetune.warmup",
+                 self.warmup, "it must be a share of the steps in [0, 1)")
+        _require(_is_number(self.weight_decay) and self.weight_decay >= 0,
+                 "finetune.weight_decay", self.weight_decay, "it must be a number >= 0")
+        _require(_is_number(self.max_grad_norm) and self.max_grad_norm >= 0,
+                 "finetune.max_grad_norm", self.max_grad_norm,
+                 "it must be a number >= 0 (0 means no clipping)")
+        for key in ("hidden_dropout", "attention_dropout"):
+            value = getattr(self, key)
+            _require(_is_number(value) and 0 <= value < 1, f"finetune.{key}", value,
+                     "it must be a number in [0, 1)")
+        _require(self.precision in PRECISIONS, "finetune.precision", self.precision,
+                 f"it must be one of {', '.join(PRECISIONS)}")
+        _require(_is_int(self.seed), "finetune.seed", self.seed, "it must be an integer")
+        _require(_is_int(self.threads) and self.threads >= 0, "finetune.threads", self.threads,
+                 "it must be an integer >= 0 (0 means every core)")
+        _require(_is_int(self.save_every) and self.save_every >= 0, "finetune.save_every",
+                 self.save_every, "it must be an integer >= 0 (0: a state at epoch ends only)")
 
 
 ARCHS = ("textcnn", "bilstm", "transformer")  # kd.model.ARCHS builds them
@@ -205,9 +308,11 @@ class Params:
     use_unsup: bool = True  # add the teacher-scored unlabelled reviews (teacher term only)
     seed: int = 13  # the data's: samples, validation split, benchmark sample, augmentation
     device: str = "auto"
+    data: DataParams = DataParams()
     prepare: PrepareParams = PrepareParams()
     vocab: VocabParams = VocabParams()
     teacher: TeacherParams = TeacherParams()
+    finetune: FinetuneParams = FinetuneParams()
     student: StudentParams = StudentParams()
     train: TrainParams = TrainParams()
     augment: AugmentParams = AugmentParams()
@@ -250,9 +355,11 @@ class Params:
 
 
 _SECTIONS = {
+    "data": DataParams,
     "prepare": PrepareParams,
     "vocab": VocabParams,
     "teacher": TeacherParams,
+    "finetune": FinetuneParams,
     "student": StudentParams,
     "train": TrainParams,
     "augment": AugmentParams,

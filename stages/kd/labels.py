@@ -1,0 +1,137 @@
+"""What labels 0 and 1 mean: found once by `prepare`, then carried by name to every output.
+
+`prepare` maps a source's two label values to 0 and 1 (`map_labels`) and writes the names, the
+mapping and the rule that made it into `data/prepared/source.json`. Whoever names a prediction
+reads them back from there (`read_label_names`): the made teacher's config (`id2label`), the
+export's `metadata.json`, and so the API and the predict command.
+
+The rule, in order (the first that applies):
+1. `data.positive_label` names the value that is 1.
+2. By name: a value starting with "pos", or "good", "yes", "true", is 1; one starting with
+   "neg", or "bad", "no", "false", is 0; the other value takes the other side.
+3. Two numbers (or booleans): the smaller is 0, the larger 1 (0/1, 1/2, -1/1, false/true).
+4. Otherwise sorted as text: the first is 0, the second 1 ("ham" 0, "spam" 1).
+
+Label 1 is what the teacher and the students score: `positive_prob` is the probability of
+label 1, whatever its name.
+"""
+
+import json
+import re
+from pathlib import Path
+
+from kd.errors import PipelineError
+
+IMDB_LABELS = ("negative", "positive")  # Stanford's folders neg/ and pos/
+SOURCE_FILE = "source.json"  # beside the prepared splits
+_POSITIVE_WORDS = {"good", "yes", "true"}
+_NEGATIVE_WORDS = {"bad", "no", "false"}
+_INTEGER = re.compile(r"[+-]?\d+")
+
+
+class LabelError(PipelineError):
+    """The labels cannot be mapped to 0 and 1, or the names of a prepared dataset are missing."""
+
+
+def label_key(value):
+    """One label value as compared and counted: strings stripped, integer strings as integers
+    ("1" and 1 are the same label), integral floats as integers; None or "" means no label."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else value
+    if isinstance(value, str):
+        value = value.strip()
+        if value == "":
+            return None
+        return int(value) if _INTEGER.fullmatch(value) else value
+    return value
+
+
+def label_name(key) -> str:
+    """A label value as its name: booleans lower-case, everything else as written."""
+    return str(key).lower() if isinstance(key, bool) else str(key)
+
+
+def _polarity(key) -> int | None:
+    """1 for a value that reads positive, 0 for one that reads negative, None otherwise."""
+    if not isinstance(key, str):
+        return None
+    word = key.lower()
+    if word.startswith("pos") or word in _POSITIVE_WORDS:
+        return 1
+    if word.startswith("neg") or word in _NEGATIVE_WORDS:
+        return 0
+    return None
+
+
+def _is_number(key) -> bool:
+    return isinstance(key, (bool, int, float))
+
+
+def map_labels(keys, positive_label="") -> tuple[dict, str]:
+    """Map exactly two label values to 0 and 1 (the module's rule).
+
+    Args:
+        keys: the two distinct `label_key` values of the training file.
+        positive_label: `data.positive_label`; "" to find it.
+
+    Returns:
+        ({value: 0 or 1}, the rule that decided, in words).
+
+    Raises:
+        LabelError: not two values; `positive_label` is neither of them, or contradicts the
+            names; both values read as the same side.
+    """
+    keys = list(keys)
+    if len(keys) != 2:
+        raise LabelError(f"map_labels needs exactly two label values, got {keys!r}")
+    polarity = {key: _polarity(key) for key in keys}
+    if positive_label != "":
+        wanted = label_key(positive_label)
+        if wanted not in keys:
+            raise LabelError(
+                f"params.yaml: `data.positive_label` = {positive_label!r} is not one of the "
+                f"label values {', '.join(repr(label_name(key)) for key in keys)}")
+        other = keys[1 - keys.index(wanted)]
+        if polarity[wanted] == 0 or polarity[other] == 1:
+            raise LabelError(
+                f"params.yaml: `data.positive_label` = {positive_label!r} contradicts the label "
+                f"names: {label_name(wanted)!r} and {label_name(other)!r} read the other way "
+                "round, and teachers read an output named pos* as label 1; leave it empty")
+        return {wanted: 1, other: 0}, f"data.positive_label: {label_name(wanted)!r} is 1"
+    sides = [polarity[key] for key in keys]
+    if sides[0] is not None and sides[0] == sides[1]:
+        side = ["negative", "positive"][sides[0]]
+        raise LabelError(f"both label values read as {side} "
+                         f"({', '.join(repr(label_name(key)) for key in keys)}): the data has "
+                         "one class under two spellings; make them one, or fix the other class")
+    if sides[0] is not None or sides[1] is not None:
+        known = 0 if sides[0] is not None else 1
+        one = keys[known] if sides[known] == 1 else keys[1 - known]
+        zero = keys[1 - keys.index(one)]
+        return {zero: 0, one: 1}, (f"by name: {label_name(one)!r} is positive (1), "
+                                   f"{label_name(zero)!r} negative (0)")
+    if all(_is_number(key) for key in keys):
+        zero, one = sorted(keys)
+        return {zero: 0, one: 1}, (f"numbers: the smaller, {label_name(zero)}, is 0 and the "
+                                   f"larger, {label_name(one)}, is 1")
+    zero, one = sorted(keys, key=label_name)
+    return {zero: 0, one: 1}, (f"no names to go by: sorted as text, {label_name(zero)!r} is 0 "
+                               f"and {label_name(one)!r} is 1 (set data.positive_label to choose)")
+
+
+def read_label_names(path: str | Path) -> tuple[str, str]:
+    """The names of labels 0 and 1 from `source.json` (written by `prepare`).
+
+    Raises:
+        LabelError: the file is missing (run `dvc repro prepare`) or holds no two names.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise LabelError(f"{path} not found: run `dvc repro prepare` first")
+    labels = json.loads(path.read_text()).get("labels")
+    if not (isinstance(labels, list) and len(labels) == 2
+            and all(isinstance(name, str) for name in labels)):
+        raise LabelError(f"{path} holds no two label names (`labels`): run `dvc repro prepare`")
+    return labels[0], labels[1]
