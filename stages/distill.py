@@ -27,9 +27,8 @@ from kd.text import load_tokenizer
 from kd.train import FitConfig, fit, fit_temperature, predict_logits
 
 # What decides a student's bytes besides its data and params: a work folder made by other code
-# is not resumed.
-_CODE = [Path(__file__)] + [Path(__file__).parent / "kd" / name for name in
-                            ("model.py", "train.py", "losses.py", "students.py", "examples.py")]
+# is not resumed. The whole kd package counts, so no edit to a module it imports can slip by.
+_CODE = [Path(__file__), *sorted((Path(__file__).parent / "kd").glob("*.py"))]
 
 
 @exit_on_error
@@ -94,6 +93,7 @@ def main(args: argparse.Namespace) -> None:
                                lr=params.train.lr, alpha=alpha, temperature=params.temperature,
                                kd_loss=params.kd_loss, seed=params.train.seed,
                                precision=precision, adversarial=params.train.adversarial,
+                               ngram_lr=params.train.ngram_lr,
                                device=str(device))
         history = fit(model, train, examples["val"], fit_config, on_epoch,
                       state_path=work / "training_state.safetensors")
@@ -107,7 +107,7 @@ def main(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for path in sorted(work.glob("*.safetensors")):
         if path.name != "training_state.safetensors":
-            shutil.copy(path, out / path.name)
+            shutil.copyfile(path, out / path.name)  # a new file's mode: safetensors writes 0600
     write_csv(args.history, history)
     shutil.rmtree(work)
     print(f"best val accuracy {100 * best['val_accuracy']:.2f}% (epoch {best['epoch']}) -> "

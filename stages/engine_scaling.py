@@ -27,8 +27,6 @@ from kd.engines import LocalEngine, RayEngine, connect_ray
 from kd.params import load_params
 from kd.teacher import assemble, load_teacher, plan_batches
 
-MAIN = Path("/work/main")
-
 
 def timed(engine, batches) -> tuple[float, list[np.ndarray]]:
     started = time.perf_counter()
@@ -99,8 +97,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sample", type=int, default=512)
-    parser.add_argument("--split", default=str(MAIN / "data/prepared/test.parquet"))
-    parser.add_argument("--teacher", default=str(MAIN / "models/teacher"))
+    parser.add_argument("--split", default="data/prepared/test.parquet")
+    parser.add_argument("--teacher", default="models/teacher")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--precision", choices=["auto", "bf16", "fp32"], default=None,
                         help="default: teacher.precision in params.yaml")

@@ -72,8 +72,9 @@ def main(args: argparse.Namespace) -> None:
     teacher_probs = sigmoid(teacher_margin(test.teacher_logits))
     student_probs = sigmoid(predict_logits(student_model, test.input_ids))
     no_kd_probs = sigmoid(predict_logits(no_kd_model, test.input_ids))
-    tfidf_probs, tfidf = _baseline_probs(args.tfidf, "baseline_tfidf", test.ids, test_fingerprint)
-    nb_probs, nb = _baseline_probs(args.nb, "baseline_nb", test.ids, test_fingerprint)
+    tfidf_probs, tfidf = _baseline_probs(args.tfidf, "baseline@tfidf_lr", test.ids,
+                                         test_fingerprint)
+    nb_probs, nb = _baseline_probs(args.nb, "baseline@nb_lr", test.ids, test_fingerprint)
 
     rows = {
         "teacher": model_footprint(params.teacher.path),

@@ -33,7 +33,6 @@ import tempfile
 import time
 from pathlib import Path
 
-MAIN = Path("/work/main")
 _REVIEW_PATH = re.compile(r"^aclImdb/(train|test)/(pos|neg|unsup)/(\d+)_(\d+)\.txt$")
 
 
@@ -187,8 +186,8 @@ if __name__ == "__main__":
     parser.add_argument("--reviews", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--score-first", type=int, default=2000,
                         help="reviews the teacher's forward pass actually scores")
-    parser.add_argument("--tarball", default=str(MAIN / "data/raw/aclImdb_v1.tar.gz"))
-    parser.add_argument("--teacher", default=str(MAIN / "models/teacher"))
+    parser.add_argument("--tarball", default="data/raw/aclImdb_v1.tar.gz")
+    parser.add_argument("--teacher", default="models/teacher")
     parser.add_argument("--engine", choices=["local", "ray"], default="local")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--work-dir", default=None, help="where the temporary folder goes")

@@ -45,7 +45,9 @@ def experiment_runs(exp_show: list) -> list[dict]:
             data = node.get("data") or {}
             params = (data.get("params") or {}).get("params.yaml", {}).get("data")
             metrics = (data.get("metrics") or {}).get("reports/metrics.json", {}).get("data")
-            if node.get("name") and params and metrics and data.get("rev") != "workspace":
+            # A failed or running experiment lists its parent's metrics: left out.
+            finished = data.get("rev") != "workspace" and not node.get("error")
+            if node.get("name") and params and metrics and finished:
                 runs.append({"name": node["name"], "rev": data.get("rev"), "params": params,
                              "metrics": metrics})
             for value in node.values():

@@ -41,6 +41,7 @@ def test_committed_params_are_valid():
     ({"augment_size": "all"}, "`augment_size` = 'all'"),
     ({"augment": {"mask_prob": 1.5}}, "`augment.mask_prob` = 1.5"),
     ({"train": {"adversarial": -1}}, "`train.adversarial` = -1"),
+    ({"train": {"ngram_lr": -0.01}}, "`train.ngram_lr` = -0.01"),
     ({"train": {"precision": "fp16"}}, "`train.precision` = 'fp16'"),
     ({"train": {"threads": -2}}, "`train.threads` = -2"),
     ({"device": "gpu"}, "`device` = 'gpu' is not allowed; it must be auto"),

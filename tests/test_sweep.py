@@ -32,10 +32,12 @@ def test_configs_are_grouped_by_name_and_summarised_over_seeds():
         _run("base-s13", 13, 0.90, 0.89), _run("base-s14", 14, 0.92, 0.91),
         _run("ngram-s13", 13, 0.93, 0.92, ngram_order=3),
         _run("ngram-s14", 14, 0.93, 0.90, ngram_order=3),
-        _run("wide-s13", 13, 0.95, 0.80, ngram_order=3), _run("untagged", 13, 0.99, 0.99)))
+        _run("wide-s13", 13, 0.95, 0.80, ngram_order=3), _run("untagged", 13, 0.99, 0.99),
+        {**_run("failed-s13", 13, 0.99, 0.99), "error": {"msg": "Experiment run failed"}}))
     summary = summarise(runs)
     names = [entry["name"] for entry in summary["configs"]]
-    assert names == ["wide", "ngram", "base"]  # by mean validation accuracy; "untagged" left out
+    # By mean validation accuracy; "untagged" and the failed run (its parent's metrics) left out.
+    assert names == ["wide", "ngram", "base"]
     base = summary["configs"][2]
     assert base["seeds"] == [13, 14]
     assert base["student"]["test_accuracy"]["mean"] == pytest.approx(0.90)

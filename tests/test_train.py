@@ -9,7 +9,7 @@ import torch
 
 from kd.examples import Examples
 from kd.model import TextCNN, TextCNNConfig
-from kd.train import FitConfig, adversarial_perturbation, fit
+from kd.train import FitConfig, adversarial_perturbation, fit, parameter_groups
 
 
 def _examples(count: int, seed: int) -> Examples:
@@ -71,3 +71,17 @@ def test_adversarial_perturbation_has_the_asked_size_per_word_piece():
     # It points up the gradient: every word vector moves along (0, 1, 2).
     direction = torch.tensor([0.0, 1.0, 2.0]) / 5 ** 0.5
     assert torch.allclose(noise[0, 0] / noise[0, 0].norm(), direction, atol=1e-6)
+
+
+def test_the_ngram_branch_gets_its_own_learning_rate():
+    model = TextCNN(TextCNNConfig(vocab_size=60, embed_dim=8, num_filters=4, ngram_order=2,
+                                  ngram_buckets=13))
+    assert len(parameter_groups(model, 0.0)) == 1  # 0: one group at train.lr, as before
+    rest, ngrams = parameter_groups(model, 0.05)
+    assert ngrams["lr"] == 0.05 and "lr" not in rest
+    assert [p.shape for p in ngrams["params"]] == [model.ngrams.weights.weight.shape]
+    every = {id(p) for p in model.parameters()}
+    assert {id(p) for p in rest["params"]} | {id(p) for p in ngrams["params"]} == every
+    assert len(rest["params"]) + 1 == len(every)
+    without = TextCNN(TextCNNConfig(vocab_size=60, embed_dim=8, num_filters=4))
+    assert len(parameter_groups(without, 0.05)) == 1  # no branch, nothing to split

@@ -94,7 +94,7 @@ def create_app(export_dir: str | None = None, form: str | None = None,
             Field(min_length=1, max_length=max_texts,
                   description=f"1 to {max_texts} reviews of at most {max_chars} characters")
 
-    app = FastAPI(title="IMDb sentiment: distilled TextCNN student")
+    app = FastAPI(title="Sentiment: the distilled student")
 
     @app.middleware("http")
     async def refuse_large_bodies(request: Request, call_next):

@@ -1,6 +1,6 @@
 """The exported student as an MLflow pyfunc model, logged "from code" (no pickled object).
 
-`kd.tracking.log_pipeline_run` logs this file with the export folder as its artifact; MLflow
+`kd.tracking.log_student_model` logs this file with the export folder as its artifact; MLflow
 then loads it with `mlflow.pyfunc.load_model(uri)` or serves it with `mlflow models serve -m uri`.
 Input: a DataFrame with a `text` column. Output: `label` and `positive_prob` per text.
 """

@@ -242,6 +242,7 @@ class TrainParams:
     seed: int = 13  # the student's initialisation, dropout and batch order
     threads: int = 0  # CPU threads; 0 = every core. Results are bitwise repeatable per count.
     adversarial: float = 0.0  # adversarial training on the word vectors: its epsilon; 0 = off
+    ngram_lr: float = 0.0  # learning rate of the TextCNN's n-gram branch; 0 = lr
 
     def __post_init__(self):
         _require(isinstance(self.calibrate, bool), "train.calibrate", self.calibrate,
@@ -257,6 +258,8 @@ class TrainParams:
                  "it must be an integer >= 0 (0 means every core)")
         _require(_is_number(self.adversarial) and self.adversarial >= 0, "train.adversarial",
                  self.adversarial, "it must be a number >= 0 (0 means off)")
+        _require(_is_number(self.ngram_lr) and self.ngram_lr >= 0, "train.ngram_lr",
+                 self.ngram_lr, "it must be a number >= 0 (0 means train.lr)")
 
 
 @dataclass(frozen=True)

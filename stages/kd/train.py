@@ -94,6 +94,7 @@ class FitConfig:
     seed: int = 0
     precision: str = "bf16"  # "bf16": autocast forward/backward; "fp32"
     adversarial: float = 0.0  # epsilon of the adversarial perturbation of the word vectors
+    ngram_lr: float = 0.0  # learning rate of the n-gram branch (parameters `ngrams.*`); 0 = lr
     device: str = "cpu"
 
 
@@ -119,6 +120,19 @@ def adversarial_perturbation(loss: torch.Tensor, embedded: torch.Tensor,
     return (gradient * scale[:, None, None]).to(embedded.dtype)
 
 
+def parameter_groups(model: torch.nn.Module, ngram_lr: float) -> list[dict]:
+    """The optimizer's groups: the n-gram branch at its own learning rate, if it has one.
+
+    A linear model over a million hashed n-grams learns far slower than the convolutions at
+    the same step size: most n-grams occur in a few reviews, so their weights get few updates.
+    """
+    ngrams = [p for name, p in model.named_parameters() if name.startswith("ngrams.")]
+    if not ngrams or not ngram_lr:
+        return [{"params": list(model.parameters())}]
+    rest = [p for name, p in model.named_parameters() if not name.startswith("ngrams.")]
+    return [{"params": rest}, {"params": ngrams, "lr": ngram_lr}]
+
+
 def fit(model: torch.nn.Module, train: Examples, val: Examples, config: FitConfig,
         on_epoch: Callable[[int, dict], None], state_path: str | Path | None = None) -> list[dict]:
     """Train with the distillation loss; after each epoch, score val and call `on_epoch`.
@@ -137,7 +151,7 @@ def fit(model: torch.nn.Module, train: Examples, val: Examples, config: FitConfi
     model.to(device)
     torch.manual_seed(config.seed)
     generator = np.random.default_rng(config.seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    optimizer = torch.optim.Adam(parameter_groups(model, config.ngram_lr), lr=config.lr)
     history: list[dict] = []
     if state_path is not None and Path(state_path).is_file():
         history = load_training_state(state_path, model, optimizer, generator)
