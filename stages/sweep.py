@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from kd.errors import PipelineError, exit_on_error
+from kd.params import parse_params
 
 _RUN_NAME = re.compile(r"^(?P<config>.+)-s(?P<seed>\d+)$")
 # What a student's speed and size depend on: the frontier keeps one configuration per value.
@@ -86,6 +87,9 @@ def summarise(runs: list[dict]) -> dict:
         match = _RUN_NAME.match(run["name"])
         if not match:
             continue
+        # A key added to params.yaml after a run was made takes its default in that run, as
+        # it did then (the defaults are the values shipped before the key existed).
+        run = {**run, "params": parse_params(run["params"]).to_dict()}
         config = configs.setdefault(match["config"], {"name": match["config"], "runs": [],
                                                       "params": _without_seed(run["params"])})
         if _without_seed(run["params"]) != config["params"]:

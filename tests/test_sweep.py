@@ -52,3 +52,11 @@ def test_runs_of_one_config_must_differ_in_seed_only():
     with pytest.raises(PipelineError, match="base-s14 has other params"):
         summarise(experiment_runs(_exp_show(_run("base-s13", 13, 0.9, 0.9),
                                             _run("base-s14", 14, 0.9, 0.9, embed_dim=64))))
+
+
+def test_a_key_added_since_a_run_takes_its_default():
+    old = _run("base-s13", 13, 0.9, 0.9)
+    new = _run("base-s14", 14, 0.9, 0.9)
+    new["data"]["params"]["params.yaml"]["data"]["train"]["ngram_lr"] = 0.0  # the default
+    [config] = summarise(experiment_runs(_exp_show(old, new)))["configs"]
+    assert config["seeds"] == [13, 14]
