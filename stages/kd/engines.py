@@ -15,8 +15,10 @@ machine), else starts a local one for the run.
 import contextlib
 import logging
 import os
+import queue
 import socket
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -31,6 +33,36 @@ from kd.teacher import PlannedBatch, load_teacher_model, score_batches
 RAY_INSTALL = "pip install -r requirements-ray.txt"
 RAY_CONNECT_TIMEOUT_S = 5.0  # how long a RAY_ADDRESS may take to answer
 RAY_RETRIES = 3  # restarts of a dead actor, and retries of the batch it held
+# No batch finished in this long: stop. Ray Data replaces an actor that dies before answering,
+# without end, so an actor that always dies would otherwise hang the stage.
+RAY_STALL_S = 900.0
+
+
+def _rows_or_stall(dataset, stall_s: float) -> Iterator[dict]:
+    """The dataset's rows as they finish. Raises what the iteration raised, or TimeoutError if
+    no row came for `stall_s` seconds (the iteration goes on in a thread, left behind)."""
+    rows: queue.Queue = queue.Queue()
+    done = object()
+
+    def drain():
+        try:
+            for row in dataset.iter_rows():
+                rows.put(row)
+            rows.put(done)
+        except Exception as error:  # handed to the caller's thread
+            rows.put(error)
+
+    threading.Thread(target=drain, daemon=True).start()
+    while True:
+        try:
+            row = rows.get(timeout=stall_s)
+        except queue.Empty:
+            raise TimeoutError(f"no batch finished in {stall_s:.0f} s") from None
+        if row is done:
+            return
+        if isinstance(row, Exception):
+            raise row
+        yield row
 
 
 class LocalEngine:
@@ -160,10 +192,11 @@ class RayEngine:
 
     def __init__(self, teacher_path: str | Path, positive: int, device: torch.device,
                  precision: str, workers: int, retries: int = RAY_RETRIES,
-                 actor_cls: type = TeacherActor):
+                 actor_cls: type = TeacherActor, stall_s: float = RAY_STALL_S):
         self.teacher_path, self.positive = teacher_path, positive
         self.device_type, self.precision = device.type, precision
         self.workers, self.retries, self.actor_cls = workers, retries, actor_cls
+        self.stall_s = stall_s
         self._started = False
         self._teacher_ref = None
         self.scoring_seconds = 0.0  # of the last call: see `score`
@@ -234,7 +267,7 @@ class RayEngine:
                 max_restarts=self.retries, max_task_retries=self.retries, **resources)
             results = []
             try:
-                for result in dataset.iter_rows():  # as batches finish, in any order
+                for result in _rows_or_stall(dataset, self.stall_s):  # as batches finish
                     results.append(result)
                     if progress is not None:
                         progress(len(batches[result["batch"]].rows))
@@ -243,6 +276,11 @@ class RayEngine:
                     f"teacher scoring on Ray failed (a dead actor is restarted and its batch "
                     f"retried {self.retries} time(s) at most): {type(error).__name__}: "
                     f"{error}; no soft labels were written") from None
+            except TimeoutError as error:  # actors that die before answering, replaced forever
+                raise PipelineError(
+                    f"teacher scoring on Ray failed: {error} (an actor that dies before it "
+                    "answers is replaced without end: see the Ray logs); no soft labels were "
+                    "written") from None
         batch_logits: list[np.ndarray | None] = [None] * len(batches)
         for result in results:
             batch_logits[result["batch"]] = np.asarray(result["logits"],
