@@ -127,6 +127,9 @@ def main(args: argparse.Namespace) -> None:
     if result.returncode != 0:
         raise PipelineError(f"dvc exp show failed: {result.stderr.strip()}")
     summary = summarise(experiment_runs(json.loads(result.stdout)))
+    if not summary["configs"]:  # a clone has no experiments: keep the committed summary
+        raise PipelineError("no finished experiment named <config>-s<seed> here (DVC keeps "
+                            f"experiments as local git refs); {args.out} left as it is")
     Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
     for entry in summary["configs"]:
         stats = entry["student"]
