@@ -6,9 +6,7 @@ run restarted from it continues exactly where the saved one was. A run killed wh
 leaves the previous state, never half a file (written beside it, then renamed). No pickle: the
 tensors are safetensors, everything else JSON.
 
-The teacher's fine-tuning (`kd.finetune`) uses it. The students' loop (`kd.train`) keeps its
-own copy of the same layout without a scheduler, so that moving it here does not change the
-students' code, which would retrain the committed students.
+The teacher's fine-tuning (`kd.finetune`) and the students' loop (`kd.train`) use it.
 """
 
 import json

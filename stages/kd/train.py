@@ -1,19 +1,16 @@
 """Training and inference loops for the students (any arch: they share `embed`/`classify`)."""
 
-import json
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 from kd.device import autocast
 from kd.examples import Examples
 from kd.losses import distillation_loss
+from kd.state import load_state, save_state
 from kd.text import pad_batch
 
 
@@ -198,48 +195,16 @@ def fit(model: torch.nn.Module, train: Examples, val: Examples, config: FitConfi
 def save_training_state(path: str | Path, model: torch.nn.Module,
                         optimizer: torch.optim.Optimizer, generator: np.random.Generator,
                         history: list[dict]) -> None:
-    """Everything a later run needs to continue exactly: safetensors, written atomically (a run
-    killed while writing leaves the previous state, never half a file)."""
-    tensors = {f"model.{name}": tensor.detach().cpu().contiguous()
-               for name, tensor in model.state_dict().items()}
-    optimizer_state = optimizer.state_dict()
-    for index, state in optimizer_state["state"].items():
-        for key, value in state.items():
-            tensors[f"optimizer.{index}.{key}"] = value.detach().cpu().contiguous()
-    tensors["rng.torch"] = torch.get_rng_state()
-    if torch.cuda.is_available():
-        for index, state in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng.cuda.{index}"] = state
-    header = {"state": json.dumps({"history": history, "generator": generator.bit_generator.state,
-                                   "param_groups": optimizer_state["param_groups"]})}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
-    save_file(tensors, str(partial), metadata=header)
-    os.replace(partial, path)
+    """Everything a later run needs to continue exactly (`kd.state`: safetensors, written
+    atomically), with the batch-order generator and the history so far."""
+    save_state(path, model, optimizer,
+               header={"history": history, "generator": generator.bit_generator.state})
 
 
 def load_training_state(path: str | Path, model: torch.nn.Module,
                         optimizer: torch.optim.Optimizer, generator: np.random.Generator
                         ) -> list[dict]:
     """Restore what `save_training_state` wrote, in place. Returns: the history so far."""
-    with safe_open(str(path), framework="pt") as handle:
-        header = json.loads(handle.metadata()["state"])
-        tensors = {name: handle.get_tensor(name) for name in handle.keys()}
-    device = next(model.parameters()).device
-    model.load_state_dict({name[len("model."):]: tensor for name, tensor in tensors.items()
-                           if name.startswith("model.")})
-    state: dict = {}
-    for name, tensor in tensors.items():
-        if name.startswith("optimizer."):
-            _, index, key = name.split(".", 2)
-            state.setdefault(int(index), {})[key] = tensor if key == "step" else tensor.to(device)
-    optimizer.load_state_dict({"state": state,
-                               "param_groups": header["param_groups"]})
-    torch.set_rng_state(tensors["rng.torch"])
-    cuda_states = [tensors[f"rng.cuda.{index}"] for index in range(torch.cuda.device_count())
-                   if f"rng.cuda.{index}" in tensors]
-    if cuda_states:
-        torch.cuda.set_rng_state_all(cuda_states)
+    header = load_state(path, model, optimizer)
     generator.bit_generator.state = header["generator"]
     return header["history"]
