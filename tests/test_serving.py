@@ -4,6 +4,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
+import kd
 from kd.api import Batcher, create_app
 from kd.bench import latency_ms, load_test, throughput
 from kd.export import FILES, OnnxStudent, export_all, load_student
@@ -45,6 +47,22 @@ def test_export_folder_holds_every_form_and_runs_alone(export):
         "metadata.json"}
     metadata = json.loads((folder / "metadata.json").read_text())
     assert metadata["min_len"] == 5 and metadata["labels"] == ["negative", "positive"]
+
+
+def test_exports_name_no_path_of_this_machine(export):
+    # dvc.lock hashes the exports: a path of this checkout or virtual environment in them (as
+    # TorchScript's debug records hold) would give every clone its own bytes.
+    folder, _, _ = export
+    places = {Path(kd.__file__).resolve().parents[2], Path(sys.prefix).resolve(),
+              Path(torch.__file__).resolve().parent, folder.resolve()}
+    for path in folder.iterdir():
+        records = {path.name: path.read_bytes()}
+        if zipfile.is_zipfile(path):  # TorchScript: records may be compressed
+            with zipfile.ZipFile(path) as archive:
+                records.update({name: archive.read(name) for name in archive.namelist()})
+        for name, data in records.items():
+            for place in places:
+                assert str(place).encode() not in data, f"{path.name}: {name} names {place}"
 
 
 @pytest.mark.parametrize("form", ["onnx", "torchscript"])

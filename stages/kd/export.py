@@ -9,6 +9,7 @@ numpy, the TorchScript ones with torch (this module imports torch for the export
 """
 
 import copy
+import io
 import json
 import logging
 import shutil
@@ -35,9 +36,23 @@ def export_torchscript(model: Student, path: str | Path,
                        dtype: torch.dtype = torch.float32) -> None:
     """Script the model in `dtype` (no tracing: any batch size and length stay valid).
 
-    bf16 halves the file and runs the convolutions on the CPU's bf16 units.
+    bf16 halves the file and runs the convolutions on the CPU's bf16 units. The archive is
+    written without TorchScript's debug records (`*.debug_pkl`: source ranges naming the
+    absolute paths of our modules and of torch's in this checkout and virtual environment),
+    so a clone anywhere writes the same bytes; a TorchScript error then names no Python line.
     """
-    torch.jit.script(copy.deepcopy(model).eval().to(dtype)).save(str(path))
+    buffer = io.BytesIO()
+    torch.jit.save(torch.jit.script(copy.deepcopy(model).eval().to(dtype)), buffer)
+    buffer.seek(0)
+    reader = torch._C.PyTorchFileReader(buffer)
+    # The writer adds the version and a serialization id computed from the records it wrote.
+    skip = {".data/version", "version", ".data/serialization_id"}
+    writer = torch._C.PyTorchFileWriter(str(path))
+    for name in reader.get_all_records():
+        if name not in skip and not name.endswith(".debug_pkl"):
+            record = reader.get_record(name)
+            writer.write_record(name, record, len(record))
+    writer.write_end_of_file()
 
 
 def export_onnx(model: Student, path: str | Path) -> None:
