@@ -1,6 +1,7 @@
 """Summarise the DVC experiments of a sweep: every configuration as mean +- standard deviation
 over its seeds, and, for each student arch and shape, the configuration with the best mean
-validation accuracy (the frontier the benchmark stage times). Never selects on the test split.
+validation accuracy among those with the most seeds, up to 3 (the frontier the benchmark stage
+times). Never selects on the test split.
 
 Experiments are grouped by name: `<config>-s<seed>` (run them with
 `dvc exp run -n <config>-s<seed> -S train.seed=<seed> ...`). The runs of one configuration must
@@ -24,6 +25,7 @@ _RUN_NAME = re.compile(r"^(?P<config>.+)-s(?P<seed>\d+)$")
 # What a student's speed and size depend on: the frontier keeps one configuration per value.
 _SHAPE_KEYS = ("arch", "embed_dim", "num_filters", "ngram_order", "ngram_buckets", "hidden_size",
                "layers", "max_len")
+_FULL_SEEDS = 3  # seeds a configuration needs to be ranked on its mean alone
 _REPORTED = {  # (metrics.json path, name in the summary)
     ("student", "val_accuracy"): "val_accuracy",
     ("student", "accuracy"): "test_accuracy",
@@ -112,7 +114,10 @@ def summarise(runs: list[dict]) -> dict:
         summary.append(entry)
     summary.sort(key=lambda entry: -entry["student"]["val_accuracy"]["mean"])
     frontier: dict[tuple, dict] = {}
-    for entry in summary:  # best mean validation accuracy first: the first of a shape wins
+    # Per shape, a configuration with more seeds (counted up to _FULL_SEEDS) beats one with
+    # fewer, then the best mean validation accuracy wins: one lucky seed cannot outrank a
+    # configuration measured over three.
+    for entry in sorted(summary, key=lambda entry: -min(len(entry["seeds"]), _FULL_SEEDS)):
         shape = (tuple(entry["params"]["kernel_sizes"]), entry["params"]["vocab"]["max_len"],
                  *(entry["params"]["student"][key] for key in _SHAPE_KEYS))
         frontier.setdefault(shape, entry)

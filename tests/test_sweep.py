@@ -32,7 +32,8 @@ def test_configs_are_grouped_by_name_and_summarised_over_seeds():
         _run("base-s13", 13, 0.90, 0.89), _run("base-s14", 14, 0.92, 0.91),
         _run("ngram-s13", 13, 0.93, 0.92, ngram_order=3),
         _run("ngram-s14", 14, 0.93, 0.90, ngram_order=3),
-        _run("wide-s13", 13, 0.95, 0.80, ngram_order=3), _run("untagged", 13, 0.99, 0.99),
+        _run("wide-s13", 13, 0.95, 0.80, ngram_order=3),
+        _run("wide-s14", 14, 0.95, 0.80, ngram_order=3), _run("untagged", 13, 0.99, 0.99),
         {**_run("failed-s13", 13, 0.99, 0.99), "error": {"msg": "Experiment run failed"}}))
     summary = summarise(runs)
     names = [entry["name"] for entry in summary["configs"]]
@@ -60,3 +61,13 @@ def test_a_key_added_since_a_run_takes_its_default():
     new["data"]["params"]["params.yaml"]["data"]["train"]["ngram_lr"] = 0.0  # the default
     [config] = summarise(experiment_runs(_exp_show(old, new)))["configs"]
     assert config["seeds"] == [13, 14]
+
+
+def test_more_seeds_beat_one_lucky_seed_on_the_frontier():
+    runs = [_run(f"three-s{seed}", seed, 0.92, 0.92, ngram_order=3) for seed in (13, 14, 15)]
+    runs += [_run("lucky-s13", 13, 0.95, 0.93, ngram_order=3),
+             _run("lstm-s13", 13, 0.90, 0.90, arch="bilstm")]
+    summary = summarise(experiment_runs(_exp_show(*runs)))
+    assert [entry["name"] for entry in summary["configs"]] == ["lucky", "three", "lstm"]
+    # "lucky" is the same shape as "three" but has one seed; "lstm" is alone in its shape.
+    assert [entry["name"] for entry in summary["frontier"]] == ["three", "lstm"]
