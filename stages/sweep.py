@@ -117,7 +117,8 @@ def summarise(runs: list[dict]) -> dict:
     # Per shape, a configuration with more seeds (counted up to _FULL_SEEDS) beats one with
     # fewer, then the best mean validation accuracy wins: one lucky seed cannot outrank a
     # configuration measured over three.
-    for entry in sorted(summary, key=lambda entry: -min(len(entry["seeds"]), _FULL_SEEDS)):
+    for entry in sorted(summary, key=lambda entry: (-min(len(entry["seeds"]), _FULL_SEEDS),
+                                                    -entry["student"]["val_accuracy"]["mean"])):
         shape = (tuple(entry["params"]["kernel_sizes"]), entry["params"]["vocab"]["max_len"],
                  *(entry["params"]["student"][key] for key in _SHAPE_KEYS))
         frontier.setdefault(shape, entry)
