@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -97,6 +99,19 @@ def test_malformed_yaml_is_reported(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text("alpha: [0.5\nepochs: 3\n")
     with pytest.raises(ParamsError, match="is not valid YAML"):
+        load_params(path)
+
+
+def test_exponent_floats_as_dvc_writes_them_are_numbers(tmp_path):
+    # `dvc exp run -S train.lr=0.00005` writes 5e-05; plain YAML 1.1 would read a string.
+    text = yaml.safe_dump(yaml.safe_load(Path("params.yaml").read_text()))
+    text = text.replace("lr: 0.001", "lr: 5e-05").replace("alpha: 0.5", "alpha: 1E-1")
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    params = load_params(path)
+    assert params.train.lr == 5e-05 and params.alpha == 0.1
+    path.write_text(text.replace("epochs: 5", "epochs: 5e0"))
+    with pytest.raises(ParamsError, match="`epochs` = 5.0"):
         load_params(path)
 
 

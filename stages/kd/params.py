@@ -5,6 +5,7 @@ starts, with a message that names the key, the value and what is allowed.
 """
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -397,6 +398,21 @@ def parse_params(raw) -> Params:
         raise ParamsError(f"params.yaml: {error}") from None
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 with YAML 1.2's exponent floats.
+
+    `dvc exp run -S train.lr=0.00005` writes `lr: 5e-05`, which YAML 1.1 (PyYAML) reads as a
+    string and DVC (YAML 1.2) as a number; both must read it as the number.
+    """
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate `params.yaml`.
 
@@ -407,7 +423,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     if not path.is_file():
         raise ParamsError(f"{path} not found: run the stages from the repository root")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_Loader)  # a SafeLoader: no objects
     except yaml.YAMLError as error:
         raise ParamsError(f"{path} is not valid YAML: {error}") from None
     return parse_params(raw)
