@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from kd.device import autocast
 from kd.examples import Examples
@@ -161,6 +162,8 @@ def fit(model: torch.nn.Module, train: Examples, val: Examples, config: FitConfi
     for epoch in range(len(history) + 1, config.epochs + 1):
         model.train()
         total, seen = 0.0, 0
+        progress = tqdm(total=len(train), desc=f"epoch {epoch}/{config.epochs}", unit="review",
+                        mininterval=10, leave=False)  # an epoch can take half an hour on a CPU
         for input_ids, labels, teacher_logits in _batches(train, config.batch_size,
                                                          model.min_len, generator):
             input_ids, labels = input_ids.to(device), labels.to(device)
@@ -179,6 +182,8 @@ def fit(model: torch.nn.Module, train: Examples, val: Examples, config: FitConfi
             optimizer.step()
             total += loss.item() * len(labels)
             seen += len(labels)
+            progress.update(len(labels))
+        progress.close()
         val_logits = torch.from_numpy(predict_logits(model, val.input_ids, device=device))
         val_loss = loss_of(val_logits, torch.from_numpy(val.labels),
                            torch.from_numpy(val.teacher_logits)).item()
