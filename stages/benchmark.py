@@ -60,14 +60,16 @@ def _torch_predictor(model: torch.nn.Module, tokenizer):
 
 def _measure_forms(export_dir: Path, paths: dict[str, Path], texts: list[str], labels,
                    args) -> dict[str, dict]:
-    """Every exported form of one student: speed, size, and accuracy on the sample."""
+    """Every exported form of one student: speed, size, and accuracy on the sample (none
+    where `labels` is None: a student with fresh weights has no accuracy to report)."""
     rows = {}
     for form, path in paths.items():
         student = load_student(export_dir, form=form, threads=args.threads)
         speed, probs = measure(student.positive_probs, texts, args.batch_size,
                                args.latency_reviews)
-        rows[form] = {**speed, "size_mb": round(path.stat().st_size / 1e6, 2),
-                      "sample_accuracy": float(((probs >= 0.5) == (labels == 1)).mean())}
+        rows[form] = {**speed, "size_mb": round(path.stat().st_size / 1e6, 2)}
+        if labels is not None:
+            rows[form]["sample_accuracy"] = float(((probs >= 0.5) == (labels == 1)).mean())
         print(f"  {form}: {rows[form]}", flush=True)
     return rows
 
@@ -139,7 +141,7 @@ def main(args: argparse.Namespace) -> None:
         student = build_student(shape, tokenizer).eval()
         with tempfile.TemporaryDirectory() as folder:
             paths = export_all(student, args.tokenizer, folder, {})
-            forms = _measure_forms(Path(folder), paths, texts, labels, args)
+            forms = _measure_forms(Path(folder), paths, texts, None, args)
         form, row = _fastest(forms)
         add(entry["name"], {**row, "form": form, "forms": forms,
                             "params": count_parameters(student), "config": entry["params"]},

@@ -165,6 +165,9 @@ def test_repro_runs_every_stage_and_records_the_run(fresh):
     assert benchmark["student"]["forms"].keys() == {"torch", "torchscript", "bf16", "onnx",
                                                    "int8"}
     assert benchmark["transformer-tiny"]["forms"].keys() == {"onnx", "int8"}
+    # Only a trained student has an accuracy on the sample; the sweep's rows have fresh weights.
+    assert all("sample_accuracy" in row for row in benchmark["student"]["forms"].values())
+    assert not any("sample_accuracy" in row for row in benchmark["bilstm-tiny"]["forms"].values())
     assert frontier[0]["accuracy"] == metrics["teacher"]["accuracy"]
     assert frontier[-1]["accuracy"] == 0.5 and frontier[-1]["accuracy_std"] == 0.01
     assert benchmark["api"]["errors"] == 0 and benchmark["api"]["clients"] == 16
@@ -268,6 +271,18 @@ def test_transfer_set_and_temperature_retrain_only_the_student(fresh):
     for stage in ("teacher_infer", "distill_no_kd", "baseline"):
         assert f"Running stage '{stage}" not in result.stdout
     assert "94 training reviews (train, unsup, augment)" in result.stdout
+
+
+def test_a_training_done_before_is_restored_from_the_run_cache(fresh):
+    """A sweep over seeds trains each seed's labels-only twin once: the trainings' learning
+    curves are plots (an uncached plain output would turn DVC's run cache off for the stage)."""
+    run(fresh, "dvc", "exp", "run", "-S", "train.seed=99", "distill_no_kd")
+    curve = (fresh / "reports/training_no_kd.csv").read_bytes()
+    run(fresh, "git", "reset", "-q", "--hard")  # back to seed 13
+    result = run(fresh, "dvc", "exp", "run", "-S", "train.seed=99", "-S", "alpha=0.7",
+                 "distill_no_kd")  # another experiment, the same twin
+    assert "Stage 'distill_no_kd' is cached - skipping run" in result.stdout
+    assert (fresh / "reports/training_no_kd.csv").read_bytes() == curve
 
 
 def test_the_ray_engine_gives_the_same_soft_labels(fresh):
