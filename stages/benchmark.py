@@ -28,7 +28,7 @@ from kd.device import resolve_device, resolve_precision
 from kd.errors import PipelineError, exit_on_error
 from kd.export import export_all, load_student
 from kd.losses import teacher_margin
-from kd.metrics import model_footprint, sigmoid
+from kd.metrics import accuracy, model_footprint, sigmoid
 from kd.model import count_parameters, load_checkpoint
 from kd.params import load_params, parse_params
 from kd.students import build_student
@@ -69,7 +69,7 @@ def _measure_forms(export_dir: Path, paths: dict[str, Path], texts: list[str], l
                                args.latency_reviews)
         rows[form] = {**speed, "size_mb": round(path.stat().st_size / 1e6, 2)}
         if labels is not None:
-            rows[form]["sample_accuracy"] = float(((probs >= 0.5) == (labels == 1)).mean())
+            rows[form]["sample_accuracy"] = accuracy(labels, probs)
         print(f"  {form}: {rows[form]}", flush=True)
     return rows
 
@@ -97,17 +97,17 @@ def main(args: argparse.Namespace) -> None:
 
     def add(name: str, row: dict, test_accuracy: dict | float) -> None:
         results[name] = row
-        accuracy = test_accuracy if isinstance(test_accuracy, dict) else {"mean": test_accuracy}
+        summary = test_accuracy if isinstance(test_accuracy, dict) else {"mean": test_accuracy}
         frontier.append({"model": name, "form": row.get("form", ""),
                          "reviews_per_s": round(row["reviews_per_s"], 1),
                          "p50_ms": round(row["p50_ms"], 2), "size_mb": row["size_mb"],
-                         "accuracy": accuracy["mean"], "accuracy_std": accuracy.get("std")})
+                         "accuracy": summary["mean"], "accuracy_std": summary.get("std")})
         print(name, row, flush=True)
 
     predict, form = _teacher_predictor(params, device)
     speed, probs = measure(predict, texts, args.batch_size, args.teacher_latency_reviews)
     add("teacher", {**speed, "form": form, **model_footprint(params.teacher.path),
-                    "sample_accuracy": float(((probs >= 0.5) == (labels == 1)).mean())},
+                    "sample_accuracy": accuracy(labels, probs)},
         metrics["teacher"]["accuracy"])
 
     for name in ("tfidf_lr", "nb_lr"):
@@ -116,7 +116,7 @@ def main(args: argparse.Namespace) -> None:
         speed, probs = measure(lambda batch, model=pipeline: model.predict_proba(batch)[:, 1],
                                texts, args.batch_size, args.latency_reviews)
         add(name, {**speed, "form": "scikit-learn", "size_mb": round(path.stat().st_size / 1e6, 2),
-                   "sample_accuracy": float(((probs >= 0.5) == (labels == 1)).mean())},
+                   "sample_accuracy": accuracy(labels, probs)},
             metrics[name]["accuracy"])
 
     # The shipped student: eager PyTorch and every exported form.
@@ -125,7 +125,7 @@ def main(args: argparse.Namespace) -> None:
     speed, probs = measure(_torch_predictor(model, tokenizer), texts, args.batch_size,
                            args.latency_reviews)
     shipped = {"torch": {**speed, "size_mb": round(Path(args.checkpoint).stat().st_size / 1e6, 2),
-                         "sample_accuracy": float(((probs >= 0.5) == (labels == 1)).mean())}}
+                         "sample_accuracy": accuracy(labels, probs)}}
     export = Path(args.export_dir)
     files = json.loads((export / "metadata.json").read_text())["files"]
     shipped.update(_measure_forms(export, {form: export / name for form, name in files.items()},

@@ -17,7 +17,7 @@ from kd.data import load_split
 from kd.errors import exit_on_error
 from kd.export import export_all, load_student
 from kd.labels import read_label_names
-from kd.metrics import sigmoid
+from kd.metrics import accuracy, sigmoid
 from kd.model import arch_of, load_checkpoint
 from kd.params import load_params
 from kd.text import encode, load_tokenizer
@@ -44,12 +44,12 @@ def main(checkpoint: str, tokenizer_path: str, test_path: str, source_path: str,
         student = load_student(out_dir, form=form, threads=2)
         probs[form] = np.concatenate([student.positive_probs(texts[start:start + 256])
                                       for start in range(0, len(texts), 256)])
-    accuracy = {form: float(((p >= 0.5) == (labels == 1)).mean()) for form, p in probs.items()}
+    accuracies = {form: accuracy(labels, p) for form, p in probs.items()}
     metrics = {
         "test_reviews": len(texts),
         "max_prob_diff": {form: float(np.abs(probs[form] - eager).max()) for form in paths},
-        "accuracy": accuracy,
-        "accuracy_drop": {form: accuracy["eager"] - accuracy[form] for form in paths},
+        "accuracy": accuracies,
+        "accuracy_drop": {form: accuracies["eager"] - accuracies[form] for form in paths},
         "size_mb": {form: round(path.stat().st_size / 1e6, 2) for form, path in paths.items()},
     }
     Path(metrics_path).parent.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from kd.metrics import (
+    accuracy,
     agreement,
     classification_metrics,
     confusion_rows,
@@ -35,6 +36,8 @@ def test_classification_metrics_and_agreement():
     probs = np.array([0.8, 0.3, 0.4, 0.1])
     metrics = classification_metrics(labels, probs)
     assert metrics["accuracy"] == 0.75
+    assert accuracy(labels, probs) == 0.75  # 0.4 is read as negative
+    assert accuracy(labels, np.array([0.5, 0.5, 0.49, 0.0])) == 0.5  # 0.5 is read as positive
     assert metrics["f1"] == pytest.approx(2 / 3)  # precision 1, recall 1/2
     assert metrics["roc_auc"] == 1.0  # every positive scored above every negative
     assert agreement(probs, np.array([0.9, 0.9, 0.1, 0.1])) == 0.75

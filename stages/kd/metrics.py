@@ -60,6 +60,11 @@ def classification_metrics(labels: np.ndarray, positive_probs: np.ndarray) -> di
     }
 
 
+def accuracy(labels: np.ndarray, positive_probs: np.ndarray) -> float:
+    """Share of reviews whose predicted class (P(positive) >= 0.5) is their label."""
+    return float(((positive_probs >= 0.5) == (labels == 1)).mean())
+
+
 def agreement(probs_a: np.ndarray, probs_b: np.ndarray) -> float:
     """Share of reviews on which two models predict the same class."""
     return float(((probs_a >= 0.5) == (probs_b >= 0.5)).mean())
