@@ -33,7 +33,7 @@ from kd.model import count_parameters, load_checkpoint
 from kd.params import load_params, parse_params
 from kd.students import build_student
 from kd.teacher import load_teacher, score
-from kd.text import encode, load_tokenizer, pad_batch
+from kd.text import encode, load_tokenizer, make_tokenizer, max_len_of, pad_batch
 
 
 def _teacher_predictor(params, device: torch.device):
@@ -132,19 +132,25 @@ def main(args: argparse.Namespace) -> None:
                                   texts, labels, args))
     best_form, best = _fastest(shipped)
     add("student", {**best, "form": best_form, "forms": shipped,
-                    "params": count_parameters(model)}, metrics["student"]["accuracy"])
+                    "vocab_max_len": max_len_of(tokenizer), "params": count_parameters(model)},
+        metrics["student"]["accuracy"])
 
-    # One student of every arch and shape of the sweep, timed with fresh weights.
+    # One student of every arch and shape of the sweep, timed with fresh weights and with its
+    # own tokenizer (its vocab.max_len decides how much of a review it reads).
     for entry in sweep["frontier"]:
         print(f"{entry['name']}:", flush=True)
         shape = parse_params({**params.to_dict(), **entry["params"]})  # its arch and shape
-        student = build_student(shape, tokenizer).eval()
         with tempfile.TemporaryDirectory() as folder:
-            paths = export_all(student, args.tokenizer, folder, {})
-            forms = _measure_forms(Path(folder), paths, texts, None, args)
+            tokenizer_path = Path(folder) / "tokenizer.json"
+            make_tokenizer(shape.vocab, params.teacher.path, args.train).save(str(tokenizer_path))
+            own_tokenizer = load_tokenizer(tokenizer_path)
+            student = build_student(shape, own_tokenizer).eval()
+            paths = export_all(student, tokenizer_path, Path(folder) / "export", {})
+            forms = _measure_forms(Path(folder) / "export", paths, texts, None, args)
         form, row = _fastest(forms)
-        add(entry["name"], {**row, "form": form, "forms": forms,
-                            "params": count_parameters(student), "config": entry["params"]},
+        add(entry["name"], {**row, "form": form, "forms": forms,  # its config: sweep.json
+                            "vocab_max_len": max_len_of(own_tokenizer),
+                            "params": count_parameters(student)},
             entry["student"]["test_accuracy"])
 
     results["speedup_vs_teacher"] = results["student"]["reviews_per_s"] / \
@@ -163,6 +169,7 @@ if __name__ == "__main__":
     parser.add_argument("--test", default="data/prepared/test.parquet")
     parser.add_argument("--checkpoint", default="models/student/best.safetensors")
     parser.add_argument("--tokenizer", default="data/vocab/tokenizer.json")
+    parser.add_argument("--train", default="data/prepared/train.parquet")  # vocab.source words
     parser.add_argument("--export-dir", default="models/export")
     parser.add_argument("--baselines-dir", default="models/baselines")
     parser.add_argument("--metrics", default="reports/metrics.json")

@@ -46,14 +46,15 @@ def write_params(root: Path, **top_level) -> None:
 # The students of the tiny frontier, one of each arch (accuracies made up: the benchmark only
 # carries them into its table).
 TINY_SWEEP = {"frontier": [
-    {"name": name, "params": {"kernel_sizes": [3, 4, 5], "student": student},
+    {"name": name, "params": {"kernel_sizes": [3, 4, 5], "student": student,
+                              "vocab": {"source": "teacher", "max_len": max_len}},
      "student": {"test_accuracy": {"mean": 0.5, "std": 0.01}}}
-    for name, student in [
+    for name, student, max_len in [
         ("textcnn-tiny", {"arch": "textcnn", "embed_dim": 16, "num_filters": 8,
-                          "ngram_order": 2, "ngram_buckets": 64}),
-        ("bilstm-tiny", {"arch": "bilstm", "embed_dim": 16, "hidden_size": 8}),
+                          "ngram_order": 2, "ngram_buckets": 64}, 40),
+        ("bilstm-tiny", {"arch": "bilstm", "embed_dim": 16, "hidden_size": 8}, 64),
         ("transformer-tiny", {"arch": "transformer", "layers": 1, "max_len": 16,
-                              "head_tokens": 4}),
+                              "head_tokens": 4}, 40),
     ]]}
 
 
@@ -165,6 +166,10 @@ def test_repro_runs_every_stage_and_records_the_run(fresh):
     assert benchmark["student"]["forms"].keys() == {"torch", "torchscript", "bf16", "onnx",
                                                    "int8"}
     assert benchmark["transformer-tiny"]["forms"].keys() == {"onnx", "int8"}
+    # Each sweep row is timed reading as much of a review as its own vocab.max_len lets it (the
+    # project's is 40).
+    assert benchmark["student"]["vocab_max_len"] == benchmark["textcnn-tiny"]["vocab_max_len"] == 40
+    assert benchmark["bilstm-tiny"]["vocab_max_len"] == 64
     # Only a trained student has an accuracy on the sample; the sweep's rows have fresh weights.
     assert all("sample_accuracy" in row for row in benchmark["student"]["forms"].values())
     assert not any("sample_accuracy" in row for row in benchmark["bilstm-tiny"]["forms"].values())

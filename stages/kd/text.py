@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
+from kd.data import load_split
 from kd.errors import PipelineError
 
 PAD_TOKEN, UNK_TOKEN = "[PAD]", "[UNK]"
@@ -58,6 +59,15 @@ def teacher_tokenizer(teacher_path: str | Path, max_len: int) -> Tokenizer:
     tokenizer.no_padding()
     tokenizer.enable_truncation(max_length=max_len)
     return tokenizer
+
+
+def make_tokenizer(vocab, teacher_path: str | Path, train_path: str | Path) -> Tokenizer:
+    """The student's tokenizer for `vocab` (`kd.params.VocabParams`), as the `vocab` stage
+    makes it: the teacher's word pieces, or words learned from the training split."""
+    if vocab.source == "teacher":
+        return teacher_tokenizer(teacher_path, max_len=vocab.max_len)
+    return build_tokenizer(load_split(train_path)["text"], max_size=vocab.max_size,
+                           min_freq=vocab.min_freq, max_len=vocab.max_len)
 
 
 def load_tokenizer(path: str | Path) -> Tokenizer:
