@@ -142,8 +142,8 @@ def main(args: argparse.Namespace) -> None:
         shape = parse_params({**params.to_dict(), **entry["params"]})  # its arch and shape
         with tempfile.TemporaryDirectory() as folder:
             tokenizer_path = Path(folder) / "tokenizer.json"
-            make_tokenizer(shape.vocab, params.teacher.path, args.train).save(str(tokenizer_path))
-            own_tokenizer = load_tokenizer(tokenizer_path)
+            own_tokenizer = make_tokenizer(shape.vocab, params.teacher.path, args.train)
+            own_tokenizer.save(str(tokenizer_path))  # export_all copies it beside the model
             student = build_student(shape, own_tokenizer).eval()
             paths = export_all(student, tokenizer_path, Path(folder) / "export", {})
             forms = _measure_forms(Path(folder) / "export", paths, texts, None, args)
