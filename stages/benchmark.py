@@ -7,6 +7,8 @@ with the best mean validation accuracy for each shape). Speed does not depend on
 so each sweep shape is timed as a freshly built student of that shape, exported as the
 `export` stage does it; its accuracy is the sweep's mean over seeds on the full test split.
 For each: reviews/s at batch 64, single-review p50/p99 (tokenization included), size on disk.
+Teacher and students alike run a batch as length-sorted groups of `GROUP_SIZE` reviews, as
+the served student does.
 Then a load test of the HTTP API serving the shipped student.
 
 Timings belong to the machine and the moment, so the reports are not stage outputs that
@@ -26,14 +28,15 @@ from kd.bench import load_test, measure
 from kd.data import load_split
 from kd.device import resolve_device, resolve_precision
 from kd.errors import PipelineError, exit_on_error
-from kd.export import export_all, load_student
+from kd.export import GROUP_SIZE, export_all, load_student
 from kd.losses import teacher_margin
 from kd.metrics import accuracy, model_footprint, sigmoid
 from kd.model import count_parameters, load_checkpoint
 from kd.params import load_params, parse_params
 from kd.students import build_student
 from kd.teacher import load_teacher, score
-from kd.text import encode, load_tokenizer, make_tokenizer, max_len_of, pad_batch
+from kd.text import encode, load_tokenizer, make_tokenizer, max_len_of
+from kd.train import predict_logits
 
 
 def _teacher_predictor(params, device: torch.device):
@@ -43,7 +46,7 @@ def _teacher_predictor(params, device: torch.device):
 
     def predict(texts: list[str]) -> np.ndarray:
         logits = score(model, tokenizer, texts, max_len=params.teacher.max_len,
-                       head_tokens=params.teacher.head_tokens, batch_size=len(texts),
+                       head_tokens=params.teacher.head_tokens, batch_size=GROUP_SIZE,
                        positive=identity["positive_index"], device=device, precision=precision)
         return sigmoid(teacher_margin(logits))
 
@@ -51,9 +54,8 @@ def _teacher_predictor(params, device: torch.device):
 
 
 def _torch_predictor(model: torch.nn.Module, tokenizer):
-    @torch.inference_mode()
     def predict(texts: list[str]) -> np.ndarray:
-        return torch.sigmoid(model(pad_batch(encode(tokenizer, texts), model.min_len))).numpy()
+        return sigmoid(predict_logits(model, encode(tokenizer, texts), batch_size=GROUP_SIZE))
 
     return predict
 

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 import kd
 from kd.api import Batcher, create_app
 from kd.bench import latency_ms, load_test, throughput
-from kd.export import FILES, OnnxStudent, export_all, load_student
+from kd.export import FILES, GROUP_SIZE, OnnxStudent, export_all, load_student
 from kd.labels import read_label_names
 from kd.model import TextCNN, TextCNNConfig
 from kd.text import build_tokenizer, encode, pad_batch
@@ -70,6 +70,27 @@ def test_fp32_exports_match_the_eager_model(export, form):
     folder, _, eager = export
     np.testing.assert_allclose(load_student(folder, form=form).positive_probs(TEXTS), eager,
                                atol=1e-4)
+
+
+@pytest.mark.parametrize("form", ["onnx", "bf16"])
+def test_a_batch_runs_in_groups_of_similar_length_and_answers_in_its_order(export, form):
+    folder, _, _ = export
+    student = load_student(folder, form=form)
+    lengths = [(7 * row) % 45 + 1 for row in range(3 * GROUP_SIZE + 2)]  # shuffled, 1..45 words
+    texts = [" ".join(["great", "boring", "a", "film", "waste"][row % 5] for _ in range(length))
+             for row, length in enumerate(lengths)]
+    alone = np.array([student.positive_probs([text])[0] for text in texts])
+    widths = []
+    logits = student.logits
+    student.logits = lambda input_ids: widths.append(input_ids.shape) or logits(input_ids)
+    batch = student.positive_probs(texts)
+    np.testing.assert_allclose(batch, alone, atol=1e-6)  # each answer is its own review's
+    assert [rows for rows, _ in widths] == [GROUP_SIZE] * 3 + [2]
+    unpadded = [max(length, 5) for length in sorted(lengths)]  # min_len 5
+    multiple = student.length_multiple
+    assert [width for _, width in widths] == [
+        -(-max(unpadded[start:start + GROUP_SIZE]) // multiple) * multiple
+        for start in range(0, len(texts), GROUP_SIZE)]
 
 
 @pytest.mark.parametrize("form", ["int8", "bf16"])

@@ -25,6 +25,10 @@ from kd.model import Student
 LABELS = IMDB_LABELS  # the names of an export that does not carry its own
 FILES = {"torchscript": "student.pt", "bf16": "student.bf16.pt", "onnx": "student.onnx",
          "int8": "student.int8.onnx"}
+# Reviews per forward pass. A batch runs as length-sorted groups of this many, each padded to
+# its own longest review: one long review then pads 7 others, not 63 (batch-64 throughput
+# about 2x for whole IMDb reviews; the answers are the same, the model ignores padding).
+GROUP_SIZE = 8
 
 
 def forms_of(model: Student) -> list[str]:
@@ -153,20 +157,26 @@ class ExportedStudent:
         """Args: input_ids (B, L) int64. Returns: logits (B,) float32."""
         raise NotImplementedError
 
-    def encode(self, texts: list[str]) -> np.ndarray:
-        """Token ids (B, L), right-padded with 0 to the longest text and to `min_len`."""
-        # encode_batch_fast skips the character offsets, which a classifier never reads.
-        encodings = self.tokenizer.encode_batch_fast(texts)
-        width = max([self.metadata["min_len"]] + [len(encoding.ids) for encoding in encodings])
+    def pad(self, sequences: list[list[int]]) -> np.ndarray:
+        """Token ids (B, L), right-padded with 0 to the longest sequence and to `min_len`."""
+        width = max([self.metadata["min_len"]] + [len(ids) for ids in sequences])
         width = -(-width // self.length_multiple) * self.length_multiple
-        input_ids = np.zeros((len(texts), width), dtype=np.int64)
-        for row, encoding in enumerate(encodings):
-            input_ids[row, :len(encoding.ids)] = encoding.ids
+        input_ids = np.zeros((len(sequences), width), dtype=np.int64)
+        for row, ids in enumerate(sequences):
+            input_ids[row, :len(ids)] = ids
         return input_ids
 
     def positive_probs(self, texts: list[str]) -> np.ndarray:
-        """P(label 1) per text, (B,): P(positive) for IMDb."""
-        return 1.0 / (1.0 + np.exp(-self.logits(self.encode(texts))))
+        """P(label 1) per text, (B,): P(positive) for IMDb. Run in groups of `GROUP_SIZE`
+        reviews of similar length; the answers come back in the order of `texts`."""
+        # encode_batch_fast skips the character offsets, which a classifier never reads.
+        sequences = [encoding.ids for encoding in self.tokenizer.encode_batch_fast(texts)]
+        order = np.argsort([len(ids) for ids in sequences], kind="stable")
+        logits = np.zeros(len(texts), dtype=np.float32)
+        for start in range(0, len(order), GROUP_SIZE):
+            rows = order[start:start + GROUP_SIZE]
+            logits[rows] = self.logits(self.pad([sequences[row] for row in rows]))
+        return 1.0 / (1.0 + np.exp(-logits))
 
     def predict(self, texts: list[str]) -> list[dict]:
         """[{"label": the name of label 0 or 1, "positive_prob": P(label 1)}, ...]."""
