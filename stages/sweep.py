@@ -7,7 +7,11 @@ Experiments are grouped by name: `<config>-s<seed>` (run them with
 `dvc exp run -n <config>-s<seed> -S train.seed=<seed> ...`). The runs of one configuration must
 differ in `train.seed` only.
 
-    python stages/sweep.py       # reads `dvc exp show --json -A`, writes reports/sweep.json
+DVC keeps experiments as local git refs, so a clone has none of the runs behind the committed
+summary. The summary therefore accumulates: the runs it records are kept, and an experiment
+found here is added (or replaces the recorded run of the same name).
+
+    python stages/sweep.py       # reads `dvc exp show --json -A` and reports/sweep.json, writes it
 """
 
 import argparse
@@ -60,6 +64,36 @@ def experiment_runs(exp_show: list) -> list[dict]:
     visit(exp_show)
     unique = {run["rev"]: run for run in runs}  # an experiment can be listed twice
     return sorted(unique.values(), key=lambda run: run["name"])
+
+
+def recorded_runs(summary: dict) -> list[dict]:
+    """The runs a summary was made from, rebuilt from its configurations (`summarise`'s output).
+
+    Each run gets its configuration's params with its own `train.seed`, and its own value of
+    every reported metric; `summarise` of these runs gives the summary back.
+    """
+    runs = []
+    for entry in summary.get("configs", []):
+        for index, (name, seed) in enumerate(zip(entry["experiments"], entry["seeds"],
+                                                 strict=True)):
+            params = entry["all_params"]
+            metrics: dict = {}
+            for path, reported in _REPORTED.items():
+                if reported in entry["student"]:
+                    node = metrics
+                    for key in path[:-1]:
+                        node = node.setdefault(key, {})
+                    node[path[-1]] = entry["student"][reported]["runs"][index]
+            runs.append({"name": name, "rev": None, "metrics": metrics,
+                         "params": {**params, "train": {**params["train"], "seed": seed}}})
+    return runs
+
+
+def merge_runs(recorded: list[dict], found: list[dict]) -> list[dict]:
+    """The recorded runs with those found here added; a found run replaces its namesake."""
+    by_name = {run["name"]: run for run in recorded}
+    by_name.update({run["name"]: run for run in found})
+    return sorted(by_name.values(), key=lambda run: run["name"])
 
 
 def _without_seed(params: dict) -> dict:
@@ -132,11 +166,20 @@ def main(args: argparse.Namespace) -> None:
                             text=True)
     if result.returncode != 0:
         raise PipelineError(f"dvc exp show failed: {result.stderr.strip()}")
-    summary = summarise(experiment_runs(json.loads(result.stdout)))
-    if not summary["configs"]:  # a clone has no experiments: keep the committed summary
-        raise PipelineError("no finished experiment named <config>-s<seed> here (DVC keeps "
-                            f"experiments as local git refs); {args.out} left as it is")
-    Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
+    found = [run for run in experiment_runs(json.loads(result.stdout))
+             if _RUN_NAME.match(run["name"])]
+    out = Path(args.out)
+    recorded = recorded_runs(json.loads(out.read_text())) if out.is_file() else []
+    if not found:  # a clone has no experiments: nothing to add
+        print(f"no finished experiment named <config>-s<seed> here (DVC keeps experiments as "
+              f"local git refs); {out} left as it is ({len(recorded)} runs)")
+        return
+    names = {run["name"] for run in recorded}
+    summary = summarise(merge_runs(recorded, found))
+    out.write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"{len(recorded)} runs recorded in {out}; found here: "
+          f"{sum(run['name'] not in names for run in found)} new, "
+          f"{sum(run['name'] in names for run in found)} replacing their record")
     for entry in summary["configs"]:
         stats = entry["student"]
         print(f"{entry['name']:32s} seeds {entry['seeds']}: val "
@@ -144,7 +187,7 @@ def main(args: argparse.Namespace) -> None:
               f"{100 * (stats['val_accuracy']['std'] or 0):.2f}, test "
               f"{100 * stats['test_accuracy']['mean']:.2f} ± "
               f"{100 * (stats['test_accuracy']['std'] or 0):.2f}")
-    print(f"-> {args.out} ({len(summary['frontier'])} shapes on the frontier)")
+    print(f"-> {out} ({len(summary['frontier'])} shapes on the frontier)")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,14 @@
 """The sweep summary: configurations as mean +- std over seeds, frontier picked on validation."""
 
+import argparse
+import json
+import subprocess
+
 import pytest
 
+import sweep
 from kd.errors import PipelineError
-from sweep import experiment_runs, summarise
+from sweep import experiment_runs, merge_runs, recorded_runs, summarise
 
 
 def _run(name: str, seed: int, val: float, test: float, **student) -> dict:
@@ -71,3 +76,40 @@ def test_more_seeds_beat_one_lucky_seed_on_the_frontier():
     assert [entry["name"] for entry in summary["configs"]] == ["lucky", "three", "lstm"]
     # "lucky" is the same shape as "three" but has one seed; "lstm" is alone in its shape.
     assert [entry["name"] for entry in summary["frontier"]] == ["three", "lstm"]
+
+
+def test_a_summary_gives_back_the_runs_it_was_made_from():
+    runs = experiment_runs(_exp_show(_run("base-s13", 13, 0.90, 0.89),
+                                     _run("base-s14", 14, 0.92, 0.91),
+                                     _run("lstm-s13", 13, 0.88, 0.87, arch="bilstm")))
+    summary = summarise(runs)
+    rebuilt = recorded_runs(summary)
+    assert sorted(run["name"] for run in rebuilt) == ["base-s13", "base-s14", "lstm-s13"]
+    assert summarise(rebuilt) == summary
+    # A found run replaces its recorded namesake; a new one joins its configuration.
+    found = experiment_runs(_exp_show(_run("base-s14", 14, 0.94, 0.93),
+                                      _run("base-s15", 15, 0.96, 0.95)))
+    [base, _] = summarise(merge_runs(rebuilt, found))["configs"]
+    assert base["seeds"] == [13, 14, 15]
+    assert base["student"]["val_accuracy"]["runs"] == [0.90, 0.94, 0.96]
+
+
+def _write_sweep(tmp_path, monkeypatch, runs) -> None:
+    """Run `sweep.main` against a fake `dvc exp show` listing these runs."""
+    def fake_run(*args, **kwargs):
+        return subprocess.CompletedProcess(args, 0, stdout=json.dumps(_exp_show(*runs)),
+                                           stderr="")
+    monkeypatch.setattr(sweep.subprocess, "run", fake_run)
+    sweep.main(argparse.Namespace(out=str(tmp_path / "sweep.json")))
+
+
+def test_a_clone_without_the_experiments_keeps_their_runs(tmp_path, monkeypatch):
+    _write_sweep(tmp_path, monkeypatch, [_run("base-s13", 13, 0.90, 0.89),
+                                         _run("base-s14", 14, 0.92, 0.91)])
+    committed = (tmp_path / "sweep.json").read_text()
+    _write_sweep(tmp_path, monkeypatch, [])  # a clone: no experiments at all
+    assert (tmp_path / "sweep.json").read_text() == committed
+    _write_sweep(tmp_path, monkeypatch, [_run("base-s15", 15, 0.94, 0.93)])
+    [base] = json.loads((tmp_path / "sweep.json").read_text())["configs"]
+    assert base["experiments"] == ["base-s13", "base-s14", "base-s15"]
+    assert base["student"]["test_accuracy"]["mean"] == pytest.approx(0.91)
