@@ -160,6 +160,15 @@ def summarise(runs: list[dict]) -> dict:
             "configs": summary, "frontier": list(frontier.values())}
 
 
+def _read_recorded(path: Path) -> list[dict]:
+    """The runs recorded in an existing summary; a file that is not one stops, left untouched."""
+    try:
+        return recorded_runs(json.loads(path.read_text()))
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as error:
+        raise PipelineError(f"{path} is not a summary written by sweep.py ({error!r}); it was "
+                            "left as it is: restore it (git checkout) or move it away") from error
+
+
 @exit_on_error
 def main(args: argparse.Namespace) -> None:
     result = subprocess.run(["dvc", "exp", "show", "--json", "-A"], capture_output=True,
@@ -169,7 +178,7 @@ def main(args: argparse.Namespace) -> None:
     found = [run for run in experiment_runs(json.loads(result.stdout))
              if _RUN_NAME.match(run["name"])]
     out = Path(args.out)
-    recorded = recorded_runs(json.loads(out.read_text())) if out.is_file() else []
+    recorded = _read_recorded(out) if out.is_file() else []
     if not found:  # a clone has no experiments: nothing to add
         print(f"no finished experiment named <config>-s<seed> here (DVC keeps experiments as "
               f"local git refs); {out} left as it is ({len(recorded)} runs)")

@@ -113,3 +113,13 @@ def test_a_clone_without_the_experiments_keeps_their_runs(tmp_path, monkeypatch)
     [base] = json.loads((tmp_path / "sweep.json").read_text())["configs"]
     assert base["experiments"] == ["base-s13", "base-s14", "base-s15"]
     assert base["student"]["test_accuracy"]["mean"] == pytest.approx(0.91)
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"configs": [{"name": "base"}]}'])
+def test_a_file_that_is_not_a_summary_stops_and_is_kept(tmp_path, monkeypatch, capsys,
+                                                         content):
+    (tmp_path / "sweep.json").write_text(content)
+    with pytest.raises(SystemExit):
+        _write_sweep(tmp_path, monkeypatch, [_run("base-s13", 13, 0.90, 0.89)])
+    assert "sweep.json is not a summary written by sweep.py" in capsys.readouterr().err
+    assert (tmp_path / "sweep.json").read_text() == content
