@@ -12,16 +12,17 @@ import argparse
 import hashlib
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 from kd import tracking
 from kd.device import make_repeatable, resolve_device, resolve_precision
 from kd.errors import exit_on_error
 from kd.examples import Examples, file_sha256, load_examples
-from kd.model import count_parameters, load_checkpoint, save_checkpoint
+from kd.model import Ensemble, count_parameters, load_checkpoint, save_checkpoint
 from kd.params import load_params
 from kd.reports import write_csv
-from kd.students import build_student
+from kd.students import build_member
 from kd.teacher import read_soft_label_meta
 from kd.text import load_tokenizer
 from kd.train import FitConfig, fit, fit_temperature, predict_logits
@@ -40,7 +41,7 @@ def main(args: argparse.Namespace) -> None:
     no_kd = args.no_kd
     alpha = 1.0 if no_kd else params.alpha
     tokenizer = load_tokenizer(args.tokenizer)
-    model = build_student(params, tokenizer)  # a shape the teacher cannot seed stops here
+    model = build_member(params, tokenizer)  # a shape the teacher cannot seed stops here
     # Every split must come from the teacher that scored the training split.
     teacher = {} if no_kd else read_soft_label_meta(Path(args.teacher_dir) / "train.parquet")
     splits = ["train", "val"]
@@ -70,48 +71,80 @@ def main(args: argparse.Namespace) -> None:
         "device_type": device.type,
         "precision": precision,
     }
-    print(f"student ({params.student.arch}): {count_parameters(model):,} parameters; "
+    count = params.student.members
+    print(f"student ({params.student.arch}{f' x {count}' if count > 1 else ''}): "
+          f"{count_parameters(model):,} parameters{' each' if count > 1 else ''}; "
           f"{len(train)} training reviews ({', '.join(splits[:1] + splits[2:])}), "
           f"{len(examples['val'])} validation reviews, alpha = {alpha}, {device} {precision}, "
           f"{threads} threads", flush=True)
 
     work = _work_dir(args.work_dir, args.out_dir, meta)
     print(f"work folder {work} (kept until the training ends, so a rerun resumes)", flush=True)
-    prefix = "no_kd." if no_kd else ""
-    best = {"val_accuracy": -1.0}
-
+    fit_config = FitConfig(epochs=params.epochs, batch_size=params.train.batch_size,
+                           lr=params.train.lr, alpha=alpha, temperature=params.temperature,
+                           kd_loss=params.kd_loss, seed=params.train.seed, precision=precision,
+                           adversarial=params.train.adversarial, ngram_lr=params.train.ngram_lr,
+                           device=str(device))
+    members, rows, history = [], [], []
     with tracking.pipeline_run(params.to_dict()) as run:
-
-        def on_epoch(epoch: int, row: dict) -> None:
-            save_checkpoint(model, work / f"epoch_{epoch}.safetensors", {**meta, **row})
-            print(f"Epoch {epoch}/{params.epochs} | Train Loss: {row['train_loss']:.4f} | "
-                  f"Val Loss: {row['val_loss']:.4f} | Val Acc: {100 * row['val_accuracy']:.2f}%",
-                  flush=True)
-            tracking.log_epoch(run, row, prefix)
-
-        fit_config = FitConfig(epochs=params.epochs, batch_size=params.train.batch_size,
-                               lr=params.train.lr, alpha=alpha, temperature=params.temperature,
-                               kd_loss=params.kd_loss, seed=params.train.seed,
-                               precision=precision, adversarial=params.train.adversarial,
-                               ngram_lr=params.train.ngram_lr,
-                               device=str(device))
-        history = fit(model, train, examples["val"], fit_config, on_epoch,
-                      state_path=work / "training_state.safetensors")
-    for row in history:  # the best epoch by validation accuracy, the earliest on a tie
-        if row["val_accuracy"] > best["val_accuracy"]:
-            best = row
-    shutil.copy(work / f"epoch_{best['epoch']}.safetensors", work / "best.safetensors")
+        for index in range(count):
+            seed = member_seed(params.train.seed, index)
+            if index:  # the first member was built above, seeded as a single student is
+                make_repeatable(seed, params.train.threads)
+                model = build_member(params, tokenizer)
+            folder = work if count == 1 else work / f"member_{index}"
+            prefix = ("no_kd." if no_kd else "") + (f"member_{index}." if count > 1 else "")
+            member_history = _fit_member(model, train, examples["val"],
+                                         replace(fit_config, seed=seed), folder, meta, run, prefix)
+            best = max(member_history, key=lambda row: row["val_accuracy"])  # earliest on a tie
+            print(f"{f'member {index} (seed {seed}): ' if count > 1 else ''}best val accuracy "
+                  f"{100 * best['val_accuracy']:.2f}% (epoch {best['epoch']})", flush=True)
+            members.append(load_checkpoint(folder / f"epoch_{best['epoch']}.safetensors")[0])
+            rows.append({"seed": seed, **best})
+            history += [{"member": index, **row} if count > 1 else row for row in member_history]
+    if count == 1:
+        shutil.copy(work / f"epoch_{rows[0]['epoch']}.safetensors", work / "best.safetensors")
+    else:
+        ensemble = Ensemble(members)
+        val = examples["val"]
+        val_accuracy = float(((predict_logits(ensemble, val.input_ids) > 0) == (val.labels == 1))
+                             .mean())
+        save_checkpoint(ensemble, work / "best.safetensors",
+                        {**meta, "members": rows, "val_accuracy": val_accuracy})
+        print(f"ensemble of {count}: val accuracy {100 * val_accuracy:.2f}%")
     if params.train.calibrate:
         _calibrate(work / "best.safetensors", examples["val"])
     out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for path in sorted(work.glob("*.safetensors")):
+    for path in sorted(work.rglob("*.safetensors")):
         if path.name != "training_state.safetensors":
-            shutil.copyfile(path, out / path.name)  # a new file's mode: safetensors writes 0600
+            target = out / path.relative_to(work)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)  # a new file's mode: safetensors writes 0600
     write_csv(args.history, history)
     shutil.rmtree(work)
-    print(f"best val accuracy {100 * best['val_accuracy']:.2f}% (epoch {best['epoch']}) -> "
-          f"{out / 'best.safetensors'}")
+    print(f"-> {out / 'best.safetensors'}")
+
+
+def member_seed(seed: int, index: int) -> int:
+    """The seed of an ensemble's member `index`: members of the ensembles of seeds 13, 14 and
+    15 never share one (the first is the seed itself, as a single student's)."""
+    return seed + 1000 * index
+
+
+def _fit_member(model, train: Examples, val: Examples, config: FitConfig, folder: Path,
+                meta: dict, run, prefix: str) -> list[dict]:
+    """Train one student, a checkpoint per epoch in `folder`; resumes what `folder` holds."""
+
+    def on_epoch(epoch: int, row: dict) -> None:
+        save_checkpoint(model, folder / f"epoch_{epoch}.safetensors",
+                        {**meta, "seed": config.seed, **row})
+        print(f"Epoch {epoch}/{config.epochs} | Train Loss: {row['train_loss']:.4f} | "
+              f"Val Loss: {row['val_loss']:.4f} | Val Acc: {100 * row['val_accuracy']:.2f}%",
+              flush=True)
+        tracking.log_epoch(run, row, prefix)
+
+    return fit(model, train, val, config, on_epoch,
+               state_path=folder / "training_state.safetensors")
 
 
 def _work_dir(root: str, out_dir: str, meta: dict) -> Path:

@@ -4,8 +4,10 @@ import torch
 from kd.model import (
     BiLSTM,
     BiLSTMConfig,
+    Ensemble,
     TextCNN,
     TextCNNConfig,
+    arch_of,
     build_model,
     count_parameters,
     load_checkpoint,
@@ -119,3 +121,20 @@ def test_teacher_layers_are_spread_from_the_first():
     assert teacher_layers(6, 3) == [0, 2, 4]  # DistilBERT's choice
     assert teacher_layers(6, 2) == [0, 3]
     assert teacher_layers(6, 6) == list(range(6))
+
+
+def test_an_ensemble_serves_its_members_mean_logit_and_round_trips(tmp_path):
+    torch.manual_seed(0)
+    members = [TextCNN(TextCNNConfig(vocab_size=30, embed_dim=6, num_filters=3)).eval()
+               for _ in range(3)]
+    ensemble = Ensemble(members).eval()
+    ensemble.logit_scale.fill_(0.5)  # the ensemble's own calibration, after the mean
+    input_ids = torch.randint(1, 30, (4, 8))
+    expected = (members[0](input_ids) + members[1](input_ids) + members[2](input_ids)) / 3 * 0.5
+    assert torch.allclose(ensemble(input_ids), expected, atol=1e-6)
+    assert arch_of(ensemble) == "textcnn" and ensemble.min_len == 5
+    save_checkpoint(ensemble, tmp_path / "ensemble.safetensors", {"seeds": [13, 1013, 2013]})
+    loaded, meta = load_checkpoint(tmp_path / "ensemble.safetensors")
+    assert type(loaded) is Ensemble and len(loaded.members) == 3
+    assert meta == {"seeds": [13, 1013, 2013]}
+    assert torch.equal(loaded(input_ids), ensemble(input_ids))

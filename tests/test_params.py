@@ -37,6 +37,8 @@ def test_committed_params_are_valid():
     ({"student": {"arch": "gru"}}, "`student.arch` = 'gru' is not allowed; it must be one of "
                                    "textcnn, bilstm, transformer"),
     ({"student": {"layers": 0}}, "`student.layers` = 0"),
+    ({"student": {"members": 0}}, "`student.members` = 0 is not allowed; it must be an "
+                                  "integer >= 1"),
     ({"student": {"ngram_order": 6}}, "`student.ngram_order` = 6"),
     ({"augment_size": -1}, "`augment_size` = -1 is not allowed; it must be an integer >= 0"),
     ({"augment_size": 2.5}, "`augment_size` = 2.5 is not allowed; it must be an integer >= 0"),

@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import torch
 import yaml
+from safetensors.torch import load_file
 
 from conftest import write_tarball
-from kd.model import load_checkpoint
+from kd.model import Ensemble, load_checkpoint
 from kd.teacher import read_soft_label_meta, teacher_sha256
 
 REPO = Path(__file__).resolve().parents[1]
@@ -304,6 +306,31 @@ def test_the_ray_engine_gives_the_same_soft_labels(fresh):
         return lock_outs(fresh)["data/teacher/test.parquet"]
 
     assert repro_with(engine="local", workers=1) == repro_with(engine="ray", workers=2)
+
+
+def test_an_ensemble_trains_each_member_on_its_own_seed_and_ships_as_one(fresh):
+    student = fresh / "models/student"
+    single = {path.name: load_file(path) for path in student.glob("epoch_*.safetensors")}
+    params = yaml.safe_load((fresh / "params.yaml").read_text())
+    params["student"]["members"] = 2
+    (fresh / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(fresh, "dvc", "repro", "evaluate", "export")
+    model, meta = load_checkpoint(student / "best.safetensors")
+    assert type(model) is Ensemble and len(model.members) == 2
+    assert [member["seed"] for member in meta["members"]] == [13, 1013]
+    # The first member is the committed single student, epoch for epoch; the second is not.
+    assert len(single) == 2
+    for name, tensors in single.items():
+        member = load_file(student / "member_0" / name)
+        assert all(torch.equal(member[key], tensors[key]) for key in tensors)
+    second = load_file(student / "member_1/epoch_1.safetensors")
+    assert not torch.equal(second["output.weight"], single["epoch_1.safetensors"]["output.weight"])
+    history = (fresh / "reports/training.csv").read_text().splitlines()
+    assert history[0].startswith("member,epoch,") and len(history) == 1 + 2 * 2
+    twin, _ = load_checkpoint(fresh / "models/student_no_kd/best.safetensors")
+    assert type(twin) is Ensemble  # the labels-only twin is the same ensemble
+    export = json.loads((fresh / "reports/export.json").read_text())
+    assert export["max_prob_diff"]["onnx"] < 1e-4 and export["max_prob_diff"]["torchscript"] < 1e-4
 
 
 def test_bad_params_stop_the_run_and_keep_the_teacher_logits(fresh):

@@ -18,7 +18,7 @@ from kd.api import Batcher, create_app
 from kd.bench import latency_ms, load_test, throughput
 from kd.export import FILES, GROUP_SIZE, OnnxStudent, export_all, load_student
 from kd.labels import read_label_names
-from kd.model import TextCNN, TextCNNConfig
+from kd.model import Ensemble, TextCNN, TextCNNConfig
 from kd.text import build_tokenizer, encode, pad_batch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,6 +70,22 @@ def test_fp32_exports_match_the_eager_model(export, form):
     folder, _, eager = export
     np.testing.assert_allclose(load_student(folder, form=form).positive_probs(TEXTS), eager,
                                atol=1e-4)
+
+
+def test_an_ensemble_exports_in_every_form_and_matches_the_eager_model(tmp_path):
+    tokenizer = build_tokenizer(TEXTS * 2, max_size=100, min_freq=1, max_len=50)
+    tokenizer.save(str(tmp_path / "tokenizer.json"))
+    torch.manual_seed(0)
+    ensemble = Ensemble([TextCNN(TextCNNConfig(vocab_size=tokenizer.get_vocab_size(),
+                                               embed_dim=8, num_filters=4)) for _ in range(2)])
+    ensemble.eval().logit_scale.fill_(0.8)
+    paths = export_all(ensemble, tmp_path / "tokenizer.json", tmp_path / "export", {})
+    assert sorted(paths) == sorted(FILES)
+    with torch.inference_mode():
+        eager = torch.sigmoid(ensemble(pad_batch(encode(tokenizer, TEXTS), 5))).numpy()
+    for form in ("onnx", "torchscript"):
+        np.testing.assert_allclose(load_student(tmp_path / "export", form=form)
+                                   .positive_probs(TEXTS), eager, atol=1e-4)
 
 
 @pytest.mark.parametrize("form", ["onnx", "bf16"])

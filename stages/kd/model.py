@@ -263,8 +263,30 @@ ARCHS = {
 }
 
 
+class Ensemble(Student):
+    """Students of one arch and shape trained with different seeds, served as one model: the
+    mean of their logits, times the ensemble's own calibration (`logit_scale`)."""
+
+    __jit_ignored_attributes__ = ["int8_ops", "scriptable"]  # what exports read, not forward
+
+    def __init__(self, members: list[Student]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        first = members[0]
+        self.config = first.config  # the members' (checkpoints record it with their count)
+        self.min_len, self.scriptable, self.int8_ops = first.min_len, first.scriptable, \
+            first.int8_ops
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Args: input_ids (B, L), right-padded with 0. Returns: logits (B,)."""
+        logits = [member(input_ids) for member in self.members]  # each (B,)
+        return torch.stack(logits).mean(dim=0) * self.logit_scale
+
+
 def arch_of(model: Student) -> str:
-    return next(name for name, (_, cls) in ARCHS.items() if isinstance(model, cls))
+    """The `student.arch` of a student, or of an ensemble's members."""
+    member = model.members[0] if isinstance(model, Ensemble) else model
+    return next(name for name, (_, cls) in ARCHS.items() if isinstance(member, cls))
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -345,13 +367,16 @@ def seed_transformer(model: TransformerStudent, teacher: dict[str, torch.Tensor]
 
 
 def save_checkpoint(model: Student, path: str | Path, meta: dict) -> None:
-    """Save weights as safetensors, with the arch, its config and `meta` in the file's header.
+    """Save weights as safetensors, with the arch, its config and `meta` in the file's header
+    (an ensemble: its members' arch and config, and how many there are).
 
     The header holds one key: safetensors writes its metadata map in no fixed order, so
     several keys would give different bytes for the same checkpoint from run to run.
     """
-    header = {"student": json.dumps({"arch": arch_of(model), "config": asdict(model.config),
-                                     "meta": meta}, sort_keys=True)}
+    student = {"arch": arch_of(model), "config": asdict(model.config), "meta": meta}
+    if isinstance(model, Ensemble):
+        student["members"] = len(model.members)
+    header = {"student": json.dumps(student, sort_keys=True)}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     save_file({name: tensor.contiguous() for name, tensor in model.state_dict().items()},
               str(path), metadata=header)
@@ -385,6 +410,8 @@ def load_checkpoint(path: str | Path) -> tuple[Student, dict]:
     if student["arch"] not in ARCHS:
         raise PipelineError(f"{path} holds a {student['arch']!r} student; this code knows "
                             f"{list(ARCHS)}")
-    model = build_model(student["arch"], student["config"])
+    members = [build_model(student["arch"], student["config"])
+               for _ in range(student.get("members", 1))]
+    model = members[0] if "members" not in student else Ensemble(members)
     model.load_state_dict(state)
     return model.eval(), student["meta"]

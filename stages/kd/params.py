@@ -210,11 +210,13 @@ class StudentParams:
     head_tokens: int = 96  # transformer: head+tail truncation, as the teacher's
     dropout: float = 0.5  # textcnn, bilstm (the transformer keeps the teacher's)
     init_embeddings: str = "teacher"  # teacher: its word-piece embeddings (PCA if smaller)
+    members: int = 1  # students trained (seeds train.seed + 1000 i), served as their mean logit
 
     def __post_init__(self):
         _require(self.arch in ARCHS, "student.arch", self.arch,
                  f"it must be one of {', '.join(ARCHS)}")
-        for key in ("embed_dim", "num_filters", "ngram_buckets", "hidden_size", "layers"):
+        for key in ("embed_dim", "num_filters", "ngram_buckets", "hidden_size", "layers",
+                    "members"):
             value = getattr(self, key)
             _require(_is_int(value) and value >= 1, f"student.{key}", value,
                      "it must be an integer >= 1")

@@ -4,6 +4,7 @@ from kd.errors import PipelineError
 from kd.model import (
     BiLSTM,
     BiLSTMConfig,
+    Ensemble,
     Student,
     TextCNN,
     TextCNNConfig,
@@ -26,7 +27,18 @@ _BERT_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention
 
 
 def build_student(params: Params, tokenizer) -> Student:
-    """The student of `params.student` for the student tokenizer `tokenizer`.
+    """The student of `params.student` for the student tokenizer `tokenizer`: one
+    `build_member`, or an `Ensemble` of `student.members` of them (fresh weights each).
+
+    Raises:
+        PipelineError: as `build_member`.
+    """
+    members = [build_member(params, tokenizer) for _ in range(params.student.members)]
+    return members[0] if len(members) == 1 else Ensemble(members)
+
+
+def build_member(params: Params, tokenizer) -> Student:
+    """One student of `params.student`'s arch and shape for the student tokenizer `tokenizer`.
 
     Raises:
         PipelineError: a shape the teacher cannot seed: an embedding wider than the teacher's,
