@@ -28,7 +28,7 @@ from kd.params import parse_params
 _RUN_NAME = re.compile(r"^(?P<config>.+)-s(?P<seed>\d+)$")
 # What a student's speed and size depend on: the frontier keeps one configuration per value.
 _SHAPE_KEYS = ("arch", "embed_dim", "num_filters", "ngram_order", "ngram_buckets", "hidden_size",
-               "layers", "max_len")
+               "layers", "max_len", "members")
 _FULL_SEEDS = 3  # seeds a configuration needs to be ranked on its mean alone
 _REPORTED = {  # (metrics.json path, name in the summary)
     ("student", "val_accuracy"): "val_accuracy",

@@ -72,10 +72,13 @@ def test_more_seeds_beat_one_lucky_seed_on_the_frontier():
     runs = [_run(f"three-s{seed}", seed, 0.92, 0.92, ngram_order=3) for seed in (13, 14, 15)]
     runs += [_run("lucky-s13", 13, 0.95, 0.93, ngram_order=3),
              _run("lstm-s13", 13, 0.90, 0.90, arch="bilstm")]
+    runs += [_run(f"ens-s{seed}", seed, 0.93, 0.93, ngram_order=3, members=3)
+             for seed in (13, 14, 15)]
     summary = summarise(experiment_runs(_exp_show(*runs)))
-    assert [entry["name"] for entry in summary["configs"]] == ["lucky", "three", "lstm"]
-    # "lucky" is the same shape as "three" but has one seed; "lstm" is alone in its shape.
-    assert [entry["name"] for entry in summary["frontier"]] == ["three", "lstm"]
+    assert [entry["name"] for entry in summary["configs"]] == ["lucky", "ens", "three", "lstm"]
+    # "lucky" is the same shape as "three" but has one seed; "lstm" is alone in its shape; an
+    # ensemble of three of "three"'s students is a shape of its own (three times the work).
+    assert [entry["name"] for entry in summary["frontier"]] == ["ens", "three", "lstm"]
 
 
 def test_a_summary_gives_back_the_runs_it_was_made_from():
