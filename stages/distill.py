@@ -25,7 +25,7 @@ from kd.reports import write_csv
 from kd.students import build_member
 from kd.teacher import read_soft_label_meta
 from kd.text import load_tokenizer
-from kd.train import FitConfig, fit, fit_temperature, predict_logits
+from kd.train import FitConfig, fit, fit_temperature, logit_accuracy, predict_logits
 
 # What decides a student's bytes besides its data and params: a work folder made by other code
 # is not resumed. The whole kd package counts, so no edit to a module it imports can slip by.
@@ -107,8 +107,7 @@ def main(args: argparse.Namespace) -> None:
     else:
         ensemble = Ensemble(members)
         val = examples["val"]
-        val_accuracy = float(((predict_logits(ensemble, val.input_ids) > 0) == (val.labels == 1))
-                             .mean())
+        val_accuracy = logit_accuracy(predict_logits(ensemble, val.input_ids), val.labels)
         save_checkpoint(ensemble, work / "best.safetensors",
                         {**meta, "members": rows, "val_accuracy": val_accuracy})
         print(f"ensemble of {count}: val accuracy {100 * val_accuracy:.2f}%")

@@ -9,7 +9,7 @@ import torch
 
 from kd.examples import Examples
 from kd.model import TextCNN, TextCNNConfig
-from kd.train import FitConfig, adversarial_perturbation, fit, parameter_groups
+from kd.train import FitConfig, adversarial_perturbation, fit, logit_accuracy, parameter_groups
 
 
 def _examples(count: int, seed: int) -> Examples:
@@ -85,3 +85,10 @@ def test_the_ngram_branch_gets_its_own_learning_rate():
     assert len(rest["params"]) + 1 == len(every)
     without = TextCNN(TextCNNConfig(vocab_size=60, embed_dim=8, num_filters=4))
     assert len(parameter_groups(without, 0.05)) == 1  # no branch, nothing to split
+
+
+def test_logit_accuracy_counts_the_sign_and_a_zero_logit_as_negative():
+    logits = np.array([2.0, -1.0, 0.0, 0.0, 3.0], dtype=np.float32)
+    labels = np.array([1, 0, 0, 1, 0])
+    # right, right, right (0 is negative), wrong (0 is not positive), wrong
+    assert logit_accuracy(logits, labels) == pytest.approx(3 / 5)

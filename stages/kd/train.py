@@ -55,6 +55,11 @@ def predict_logits(model: torch.nn.Module, input_ids: list[list[int]], batch_siz
     return logits
 
 
+def logit_accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Share of reviews whose logit (N,) is on their label's side of 0 (0 counts as negative)."""
+    return float(((logits > 0) == (labels == 1)).mean())
+
+
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     """The calibration temperature: the T > 0 that minimises the log loss of
     sigmoid(logits / T) against `labels` (temperature scaling, Guo et al. 2017).
@@ -187,7 +192,7 @@ def fit(model: torch.nn.Module, train: Examples, val: Examples, config: FitConfi
         val_logits = torch.from_numpy(predict_logits(model, val.input_ids, device=device))
         val_loss = loss_of(val_logits, torch.from_numpy(val.labels),
                            torch.from_numpy(val.teacher_logits)).item()
-        val_accuracy = float(((val_logits.numpy() > 0) == (val.labels == 1)).mean())
+        val_accuracy = logit_accuracy(val_logits.numpy(), val.labels)
         row = {"epoch": epoch, "train_loss": total / seen, "val_loss": val_loss,
                "val_accuracy": val_accuracy}
         history.append(row)
