@@ -52,6 +52,10 @@ def main(args: argparse.Namespace) -> None:
         examples[split], fingerprints[split] = load_examples(
             split, tokenizer, args.data_dir, None if no_kd else args.teacher_dir,
             teacher.get("teacher_sha256"))
+    for split in [split for split in splits[2:] if not len(examples[split])]:
+        # Own data without an unlabelled file: use_unsup has nothing to add, and says so.
+        print(f"the {split} split holds no reviews: the transfer set goes without it", flush=True)
+        splits.remove(split)
     train = examples["train"]
     for split in splits[2:]:
         train = train.concat(examples[split])

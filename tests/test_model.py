@@ -82,6 +82,21 @@ def test_ngram_branch_is_a_normalised_bag_of_hashed_ngrams():
     assert torch.allclose(model(review[:, :3]), model(review))  # padding changes nothing
 
 
+def test_ngram_only_student_is_a_bias_plus_the_ngram_branch(tmp_path):
+    model = TextCNN(TextCNNConfig(vocab_size=10, embed_dim=4, kernel_sizes=(), ngram_order=2,
+                                  ngram_buckets=7)).eval()
+    assert model.embedding.weight.shape == (10, 0)  # no convolution, no word vectors
+    assert count_parameters(model) == 10 + 7 + 1  # the n-gram rows and the bias
+    with torch.no_grad():
+        model.ngrams.weights.weight.normal_()
+        model.output.bias.fill_(0.25)
+    review = torch.tensor([[3, 4, 5, 0, 0]])
+    assert model(review).item() == pytest.approx(0.25 + model.ngrams(review).item())
+    assert torch.allclose(torch.jit.script(model)(review), model(review))
+    save_checkpoint(model, tmp_path / "ngrams.safetensors", {})
+    assert torch.equal(load_checkpoint(tmp_path / "ngrams.safetensors")[0](review), model(review))
+
+
 def test_bilstm_score_does_not_depend_on_padding_and_reads_both_ways():
     torch.manual_seed(0)
     model = BiLSTM(BiLSTMConfig(vocab_size=30, embed_dim=6, hidden_size=5)).eval()

@@ -24,7 +24,7 @@ def test_committed_params_are_valid():
     ({"subset_size": -3}, "`subset_size` = -3"),
     ({"unsup_size": 2.5}, "`unsup_size` = 2.5"),
     ({"vocab": {"max_len": 400}, "kernel_sizes": [3, 500]}, "wider than vocab.max_len = 400"),
-    ({"kernel_sizes": []}, "non-empty list"),
+    ({"kernel_sizes": [], "student": {"ngram_order": 0}}, "non-empty list unless"),
     ({"temperature": 0}, "`temperature` = 0"),
     ({"kd_loss": "kl"}, "`kd_loss` = 'kl'"),
     ({"use_unsup": "yes"}, "`use_unsup` = 'yes'"),

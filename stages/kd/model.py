@@ -51,7 +51,8 @@ class TextCNNConfig:
     vocab_size: int  # rows of the embedding table, special tokens included
     embed_dim: int = 128  # word vector size
     num_filters: int = 100  # feature maps per kernel size
-    kernel_sizes: tuple[int, ...] = (3, 4, 5)  # n-gram widths, one convolution each
+    kernel_sizes: tuple[int, ...] = (3, 4, 5)  # n-gram widths, one convolution each; none:
+    # the n-gram branch alone (fastText-like), which reads no word vectors
     dropout: float = 0.5  # on the pooled features, before the output layer
     ngram_order: int = 0  # linear n-gram branch over 1..ngram_order-grams; 0 = none
     ngram_buckets: int = 1 << 20  # hashed rows for the 2..ngram_order-grams
@@ -63,17 +64,19 @@ class TextCNNConfig:
 
 class TextCNN(Student):
     """Embeddings -> parallel 1-D convolutions -> ReLU -> max over time -> dropout -> 1 logit,
-    plus, with `ngram_order` > 0, a linear term over the review's hashed n-grams."""
+    plus, with `ngram_order` > 0, a linear term over the review's hashed n-grams. With no
+    kernel sizes it is that linear term alone, plus a bias."""
 
     def __init__(self, config: TextCNNConfig):
         super().__init__()
         self.config = config
         self.pad_id = config.pad_id  # plain attributes, so TorchScript can read them
-        self.min_len = max(config.kernel_sizes)
-        self.embedding = nn.Embedding(config.vocab_size, config.embed_dim,
-                                      padding_idx=config.pad_id)
+        self.min_len = max(config.kernel_sizes, default=1)
+        # No convolution reads word vectors without kernels: the table is empty, not unused.
+        embed_dim = config.embed_dim if config.kernel_sizes else 0
+        self.embedding = nn.Embedding(config.vocab_size, embed_dim, padding_idx=config.pad_id)
         self.convs = nn.ModuleList(
-            nn.Conv1d(config.embed_dim, config.num_filters, kernel_size=width)
+            nn.Conv1d(embed_dim, config.num_filters, kernel_size=width)
             for width in config.kernel_sizes
         )
         self.dropout = nn.Dropout(config.dropout)
@@ -90,6 +93,8 @@ class TextCNN(Student):
         wins over a real window). Without this a review's score would depend on how much
         padding its batch happened to give it.
         """
+        if len(self.convs) == 0:  # the n-gram branch alone
+            return self.output.bias + self.ngrams(input_ids)  # (B,)
         lengths = (input_ids != self.pad_id).sum(dim=1, keepdim=True)  # (B, 1)
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)  # (L,)
         channels = embedded.transpose(1, 2)  # (B, E, L): Conv1d wants channels first

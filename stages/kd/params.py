@@ -345,10 +345,12 @@ class Params:
                  "it must be true or false")
         _require(_is_int(self.seed), "seed", self.seed, "it must be an integer")
         sizes = self.kernel_sizes
-        _require(isinstance(sizes, (list, tuple)) and len(sizes) > 0
-                 and all(_is_int(k) and k >= 1 for k in sizes),
-                 "kernel_sizes", sizes, "it must be a non-empty list of integers >= 1")
-        _require(max(sizes) <= self.vocab.max_len, "kernel_sizes", sizes,
+        _require(isinstance(sizes, (list, tuple)) and all(_is_int(k) and k >= 1 for k in sizes),
+                 "kernel_sizes", sizes, "it must be a list of integers >= 1")
+        _require(len(sizes) > 0 or self.student.ngram_order > 0, "kernel_sizes", sizes,
+                 "it must be a non-empty list unless student.ngram_order > 0 "
+                 "(the n-gram branch alone)")
+        _require(max(sizes, default=1) <= self.vocab.max_len, "kernel_sizes", sizes,
                  f"no kernel may be wider than vocab.max_len = {self.vocab.max_len}")
         object.__setattr__(self, "kernel_sizes", tuple(sizes))
         _require(self.student.init_embeddings != "teacher" or self.vocab.source == "teacher",

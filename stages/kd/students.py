@@ -57,7 +57,7 @@ def build_member(params: Params, tokenizer) -> Student:
     else:
         model = BiLSTM(BiLSTMConfig(vocab_size=vocab_size, embed_dim=student.embed_dim,
                                     hidden_size=student.hidden_size, dropout=student.dropout))
-    if student.init_embeddings == "teacher":
+    if student.init_embeddings == "teacher" and model.embedding.embedding_dim:
         embeddings = read_word_embeddings(params.teacher.path)  # (V, H)
         rows, hidden = embeddings.shape
         if rows != vocab_size or student.embed_dim > hidden:
