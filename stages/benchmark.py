@@ -28,11 +28,12 @@ from kd.bench import load_test, measure
 from kd.data import load_split
 from kd.device import resolve_device, resolve_precision
 from kd.errors import PipelineError, exit_on_error
-from kd.export import GROUP_SIZE, export_all, load_student
+from kd.export import export_all
 from kd.losses import teacher_margin
 from kd.metrics import accuracy, model_footprint, sigmoid
 from kd.model import count_parameters, load_checkpoint
 from kd.params import load_params, parse_params
+from kd.serve import GROUP_SIZE, load_student
 from kd.students import build_student
 from kd.teacher import load_teacher, score
 from kd.text import encode, load_tokenizer, make_tokenizer, max_len_of

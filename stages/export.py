@@ -15,11 +15,12 @@ import numpy as np
 from kd import tracking
 from kd.data import load_split
 from kd.errors import exit_on_error
-from kd.export import export_all, load_student
+from kd.export import export_all
 from kd.labels import read_label_names
 from kd.metrics import accuracy, sigmoid
 from kd.model import arch_of, load_checkpoint
 from kd.params import load_params
+from kd.serve import load_student
 from kd.text import encode, load_tokenizer
 from kd.train import predict_logits
 

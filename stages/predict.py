@@ -8,7 +8,7 @@ import json
 import sys
 
 from kd.errors import exit_on_error
-from kd.export import FILES, load_student
+from kd.serve import FILES, load_student
 
 
 @exit_on_error

@@ -5,9 +5,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tokenizers import Tokenizer
 
 from kd.data import read_tarball
 from kd.teacher import load_teacher, score
+from kd.text import Encoder, teacher_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.real_data
@@ -36,3 +38,22 @@ def test_teacher_is_accurate_on_a_sample_of_real_reviews(reviews):
                    head_tokens=96, batch_size=64)
     accuracy = np.mean(logits.argmax(1) == np.array([row["label"] for row in sample]))
     assert accuracy > 0.88  # the card: 92.94% on all 25,000; a 300-review sample varies ~1.5pt
+
+
+def test_fast_encoder_gives_the_ids_of_tokenizers_on_every_review(reviews):
+    # The student's tokenizer is the teacher's word pieces cut to vocab.max_len; the teacher
+    # reads the same pieces uncut (head+tail is cut after). Both must match `tokenizers`.
+    texts = [row["text"] for rows in reviews.values() for row in rows]
+    assert len(texts) == 100_000
+    student = teacher_tokenizer(REPO / "models/teacher", max_len=4096)
+    teacher = Tokenizer.from_file(str(REPO / "models/teacher/tokenizer.json"))
+    teacher.post_processor = None
+    for tokenizer in (student, teacher):
+        encoder = Encoder(tokenizer)
+        assert encoder.fast is not None  # nanotoken reads it: the fast path is what is checked
+        for start in range(0, len(texts), 5000):
+            part = texts[start:start + 5000]
+            expected = [encoding.ids for encoding in tokenizer.encode_batch_fast(part)]
+            got = encoder(part)
+            differ = [start + row for row in range(len(part)) if got[row] != expected[row]]
+            assert not differ, f"{len(differ)} review(s) differ, e.g. #{differ[0]}"

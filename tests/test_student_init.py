@@ -99,7 +99,7 @@ def test_transformer_with_every_teacher_layer_scores_like_the_teacher(tiny_teach
         margins = [teacher(input_ids=torch.tensor([ids])).logits[0]
                    for ids in encode_head_tail(teacher_tokens, texts, max_len=12, head_tokens=4)]
         expected = torch.stack([logits[1] - logits[0] for logits in margins])
-        got = student(pad_batch(encode(tokenizer, texts), 1))
+        got = student(torch.from_numpy(pad_batch(encode(tokenizer, texts), 1)))
     assert torch.allclose(got, expected, atol=1e-5)
 
 

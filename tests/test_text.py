@@ -1,8 +1,19 @@
+import numpy as np
 import pytest
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
 from kd.errors import PipelineError
+from kd.serve import length_groups
 from kd.teacher import encode_head_tail, head_tail
-from kd.text import PAD_ID, build_tokenizer, encode, load_tokenizer, max_len_of, pad_batch
+from kd.text import (
+    PAD_ID,
+    Encoder,
+    build_tokenizer,
+    encode,
+    load_tokenizer,
+    max_len_of,
+    pad_batch,
+)
 
 TRAIN = ["A great movie!", "A boring movie.", "Great, GREAT acting", "boring plot <br /> rare"]
 
@@ -54,3 +65,60 @@ def test_teacher_encoding_adds_cls_and_sep_around_head_and_tail(tiny_teacher):
     [ids] = encode_head_tail(tokenizer, [words], max_len=8, head_tokens=2)
     tokens = tokenizer.convert_ids_to_tokens(ids)
     assert tokens == ["[CLS]", "great", "awful", "awful", "great", "awful", "boring", "[SEP]"]
+
+
+# What a BERT tokenizer meets in user text: accents, CJK (one piece per character), emoji,
+# control characters (dropped), odd whitespace, a word over 100 characters ([UNK]).
+HARD_TEXTS = [
+    "Café naïve RÉSUMÉ, ÅNGSTRÖM İstanbul ﬁne ǅ", "東京タワー is 高い! 한국어", "emoji 😀👍🏽 fun",
+    "ctrl\x00a\x07b\x0bc\x0cd\x1fe\x7ff\ufffdg", "tab\tnew\nline\rcr\u00a0nbsp\u2028x\u3000y",
+    "zero\u200bwidth\u200djoin\ufeffbom", "com\u0301bining \u0301", "x" + "é" * 120,
+    "a" * 300 + " word", "mixed—dashes…and “quotes” <br /><br />", "", "   ", "unaffable!!",
+]
+
+
+def _word_pieces() -> Tokenizer:
+    """A small BERT-style WordPiece tokenizer (the teacher's kind), built in memory."""
+    pieces = ["[PAD]", "[UNK]", "a", "b", "c", "d", "e", "f", "g", "x", "y", "cafe", "naive",
+              "resume", "un", "##aff", "##able", "!", "word", "emoji", "fun", "tab", "new",
+              "line", "cr", "東", "京", "高", "is", "##s", ",", ".", "-", "—", "<", ">", "/"]
+    tokenizer = Tokenizer(models.WordPiece({piece: i for i, piece in enumerate(pieces)},
+                                           unk_token="[UNK]", max_input_chars_per_word=100))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.enable_truncation(max_length=12)
+    return tokenizer
+
+
+def test_fast_encoder_gives_the_ids_of_tokenizers():
+    tokenizer = _word_pieces()
+    encoder = Encoder(tokenizer)
+    assert encoder.fast is not None  # the fast path is what this checks
+    expected = [encoding.ids for encoding in tokenizer.encode_batch(HARD_TEXTS)]
+    assert encoder(HARD_TEXTS) == expected
+    assert max(len(ids) for ids in expected) == 12  # the truncation is kept
+    ids, offsets = encoder.ragged(HARD_TEXTS)
+    assert [ids[offsets[i]:offsets[i + 1]].tolist() for i in range(len(HARD_TEXTS))] == expected
+
+
+def test_encoder_runs_a_word_vocabulary_in_tokenizers():
+    tokenizer = build_tokenizer(TRAIN, max_size=100, min_freq=1, max_len=8)
+    encoder = Encoder(tokenizer)
+    assert encoder.fast is None  # nanotoken implements WordPiece only
+    expected = [encoding.ids for encoding in tokenizer.encode_batch(TRAIN + HARD_TEXTS)]
+    assert encoder(TRAIN + HARD_TEXTS) == expected
+    ids, offsets = encoder.ragged(TRAIN)
+    assert ids.dtype == np.int64 and offsets.tolist()[-1] == sum(map(len, expected[:4]))
+
+
+def test_length_groups_pad_each_group_to_its_own_longest():
+    sequences = [[1] * n for n in (5, 1, 9, 2, 3, 7, 4, 8, 6, 0)]
+    ids = np.array([i for seq in sequences for i in seq], dtype=np.int64)
+    offsets = np.cumsum([0] + [len(seq) for seq in sequences])
+    groups = length_groups(ids, offsets, min_len=2, length_multiple=4)
+    assert [rows.tolist() for rows, _ in groups] == [[9, 1, 3, 4, 6, 0, 8, 5], [7, 2]]
+    assert [batch.shape for _, batch in groups] == [(8, 8), (2, 12)]
+    for rows, batch in groups:
+        for row, padded in zip(rows, batch, strict=True):
+            length = len(sequences[row])
+            assert padded.tolist() == sequences[row] + [PAD_ID] * (len(padded) - length)

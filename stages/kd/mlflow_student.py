@@ -18,7 +18,7 @@ SIGNATURE = ModelSignature(
 
 class StudentModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
-        from kd.export import load_student
+        from kd.serve import load_student
 
         self.student = load_student(context.artifacts["export"], form="onnx")
 

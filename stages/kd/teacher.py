@@ -24,10 +24,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+from tokenizers import Tokenizer
 from tqdm import tqdm
 
 from kd.device import autocast
 from kd.errors import PipelineError
+from kd.text import Encoder
 
 _META_KEY = b"kd.soft_labels"
 # Reviews read, planned and scored at a time by `score_split`: memory follows this, not the
@@ -165,10 +167,13 @@ def encode_head_tail(tokenizer, texts: list[str], max_len: int,
     """Tokenize reviews for the teacher: head+tail truncation, then [CLS] ... [SEP].
 
     BERT-family tokenizers name their start and end tokens cls/sep (RoBERTa's <s> and </s> too).
+    The word pieces come from `Encoder` (the ids `tokenizer(texts, add_special_tokens=False)`
+    gives, faster), over the whole review: the head+tail cut is made here.
     """
-    encoded = tokenizer(texts, add_special_tokens=False, truncation=False, verbose=False)
+    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    backend.no_truncation()
     return [[tokenizer.cls_token_id, *head_tail(ids, head_tokens, max_len - 2),
-             tokenizer.sep_token_id] for ids in encoded["input_ids"]]
+             tokenizer.sep_token_id] for ids in Encoder(backend)(texts)]
 
 
 @dataclass(frozen=True)

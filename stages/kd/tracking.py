@@ -115,8 +115,8 @@ def log_student_model(run, export_dir: str | Path) -> None:
     import mlflow
     import pandas as pd
 
-    from kd.export import FILES
     from kd.mlflow_student import SIGNATURE
+    from kd.serve import FILES
 
     export_dir = Path(export_dir)
     package = Path(__file__).parent
@@ -130,4 +130,4 @@ def log_student_model(run, export_dir: str | Path) -> None:
             artifacts={"export": staging}, code_paths=[str(package)], signature=SIGNATURE,
             input_example=pd.DataFrame({"text": ["A wonderful, moving film."]}),
             pip_requirements=[f"{name}=={version(name)}" for name in (
-                "mlflow", "onnxruntime", "tokenizers", "numpy", "pandas", "torch")])
+                "mlflow", "onnxruntime", "tokenizers", "nanotoken", "numpy", "pandas")])

@@ -35,7 +35,7 @@ def _batches(examples: Examples, batch_size: int, min_len: int,
     if generator is not None:
         generator.shuffle(batches)
     for rows in batches:
-        yield (pad_batch([examples.input_ids[row] for row in rows], min_len),
+        yield (torch.from_numpy(pad_batch([examples.input_ids[row] for row in rows], min_len)),
                torch.from_numpy(examples.labels[rows]),
                torch.from_numpy(examples.teacher_logits[rows]))
 
@@ -50,7 +50,8 @@ def predict_logits(model: torch.nn.Module, input_ids: list[list[int]], batch_siz
     order = np.argsort([len(ids) for ids in input_ids], kind="stable")
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
-        batch = pad_batch([input_ids[row] for row in rows], model.min_len).to(device)
+        batch = torch.from_numpy(pad_batch([input_ids[row] for row in rows], model.min_len))
+        batch = batch.to(device)
         logits[rows] = model(batch).float().cpu().numpy()
     return logits
 
