@@ -21,6 +21,7 @@ import argparse
 import json
 import re
 import sys
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
@@ -400,6 +401,14 @@ def documents(root: Path) -> list[Path]:
             if path.is_file() and path.relative_to(root).as_posix() not in SKIPPED]
 
 
+def _wrap(body: str) -> str:
+    """Prose paragraphs wrapped at 100 columns, as the hand-written text is; tables as they are."""
+    return "\n\n".join(paragraph if paragraph.startswith("|") else
+                       textwrap.fill(paragraph, width=100, break_long_words=False,
+                                     break_on_hyphens=False)
+                       for paragraph in body.split("\n\n"))
+
+
 def render_text(text: str, reports: dict, where: str = "<text>") -> str:
     """`text` with every block's body rebuilt from `reports`.
 
@@ -416,7 +425,7 @@ def render_text(text: str, reports: dict, where: str = "<text>") -> str:
             raise DocsError(f"{where}: unknown block {name!r}; known: {', '.join(BLOCKS)}")
 
     def fill(match: re.Match) -> str:
-        body = BLOCKS[match["name"]](reports).rstrip("\n")
+        body = _wrap(BLOCKS[match["name"]](reports).rstrip("\n"))
         return f"{match[1]}{_NOTE}\n{body}\n{match[4]}"
 
     return _BLOCK.sub(fill, text)
