@@ -30,6 +30,16 @@ _RUN_NAME = re.compile(r"^(?P<config>.+)-s(?P<seed>\d+)$")
 _SHAPE_KEYS = ("arch", "embed_dim", "num_filters", "ngram_order", "ngram_buckets", "hidden_size",
                "layers", "max_len", "members")
 _FULL_SEEDS = 3  # seeds a configuration needs to be ranked on its mean alone
+# A key added to params.yaml after a run was made takes, in that run, the value it had in effect
+# then: the behaviour shipped before the key existed. For most keys that is today's default (the
+# value in params.yaml); these differ, and so do the grids' floats (the summary's bytes). A new
+# key whose params.yaml value changes what an older run did needs its old value here.
+LEGACY_DEFAULTS = {
+    "vocab": {"max_len": 512},  # 4096 since 8df60f2
+    "student": {"ngram_order": 0},  # the n-gram branch came in at 3 (8caa55c)
+    "train": {"ngram_lr": 0.0},  # 0 = train.lr, before the branch had its own rate
+    "baselines": {"tfidf_c_grid": [1.0, 4.0, 16.0], "nb_c_grid": [0.1, 0.3, 1.0]},
+}
 _REPORTED = {  # (metrics.json path, name in the summary)
     ("student", "val_accuracy"): "val_accuracy",
     ("student", "accuracy"): "test_accuracy",
@@ -96,6 +106,15 @@ def merge_runs(recorded: list[dict], found: list[dict]) -> list[dict]:
     return sorted(by_name.values(), key=lambda run: run["name"])
 
 
+def with_legacy_defaults(params: dict) -> dict:
+    """A run's params with `LEGACY_DEFAULTS` filled in where the run predates the key."""
+    filled = dict(params)
+    for section, legacy in LEGACY_DEFAULTS.items():
+        if isinstance(filled.get(section, {}), dict):  # else parse_params names the bad section
+            filled[section] = {**legacy, **filled.get(section, {})}
+    return filled
+
+
 def _without_seed(params: dict) -> dict:
     return {**params, "train": {k: v for k, v in params["train"].items() if k != "seed"}}
 
@@ -123,9 +142,8 @@ def summarise(runs: list[dict]) -> dict:
         match = _RUN_NAME.match(run["name"])
         if not match:
             continue
-        # A key added to params.yaml after a run was made takes its default in that run, as
-        # it did then (the defaults are the values shipped before the key existed).
-        run = {**run, "params": parse_params(run["params"]).to_dict()}
+        # Every key, with the value it had in effect when the run was made.
+        run = {**run, "params": parse_params(with_legacy_defaults(run["params"])).to_dict()}
         config = configs.setdefault(match["config"], {"name": match["config"], "runs": [],
                                                       "params": _without_seed(run["params"])})
         if _without_seed(run["params"]) != config["params"]:

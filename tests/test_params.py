@@ -1,3 +1,6 @@
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -120,3 +123,38 @@ def test_exponent_floats_as_dvc_writes_them_are_numbers(tmp_path):
 def test_missing_file_is_reported(tmp_path):
     with pytest.raises(ParamsError, match="not found"):
         load_params(tmp_path / "params.yaml")
+
+
+def test_code_defaults_are_the_values_in_params_yaml():
+    # A missing key takes its params.yaml value; older runs' values are sweep.LEGACY_DEFAULTS.
+    committed = load_params("params.yaml").to_dict()
+    assert json.dumps(parse_params({}).to_dict(), sort_keys=True) == json.dumps(committed,
+                                                                                 sort_keys=True)
+
+
+def test_to_dict_keeps_each_number_as_written():
+    # Checkpoints embed json.dumps(to_dict()): an int must not turn into a float, nor back.
+    raw = yaml.safe_load(open("params.yaml"))
+    raw.update(temperature=3, alpha=1e-3, kernel_sizes=[3])
+    raw["baselines"] = {**raw["baselines"], "nb_c_grid": [1, 2.5]}
+    params = parse_params(raw)
+    assert params.kernel_sizes == (3,)
+    dumped = json.loads(json.dumps(params.to_dict()))
+    assert dumped["temperature"] == 3 and isinstance(dumped["temperature"], int)
+    assert dumped["alpha"] == 1e-3 and dumped["kernel_sizes"] == [3]
+    assert dumped["baselines"]["nb_c_grid"] == [1, 2.5]
+    assert isinstance(dumped["baselines"]["nb_c_grid"][0], int)
+    assert isinstance(dumped["train"]["lr"], float)
+
+
+def test_every_unknown_key_of_a_section_is_named():
+    with pytest.raises(ParamsError, match=r"unknown key\(s\) train.lrr, train.sed; allowed: "):
+        parse_params({"train": {"lrr": 1, "sed": 2}})
+
+
+def test_params_do_not_import_the_loss():
+    # Every stage imports kd.params: were the loss behind it, a loss edit would rerun them all.
+    code = ("import sys, kd.params; "
+            "assert 'kd.losses' not in sys.modules and 'torch' not in sys.modules, "
+            "sorted(m for m in sys.modules if m.startswith(('kd', 'torch')))")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path("stages"))

@@ -68,6 +68,19 @@ def test_a_key_added_since_a_run_takes_its_default():
     assert config["seeds"] == [13, 14]
 
 
+def test_a_run_older_than_a_key_takes_the_value_it_had_then():
+    # Made before vocab.max_len, student.ngram_order and train.ngram_lr existed: it read 512
+    # tokens and had no n-gram branch, whatever params.yaml says today.
+    old = _run("old-s13", 13, 0.9, 0.9)
+    params = old["data"]["params"]["params.yaml"]["data"]
+    del params["vocab"], params["student"]["ngram_order"]
+    [config] = summarise(experiment_runs(_exp_show(old)))["configs"]
+    assert config["params"]["vocab"]["max_len"] == sweep.LEGACY_DEFAULTS["vocab"]["max_len"]
+    assert config["params"]["student"]["ngram_order"] == 0
+    assert config["all_params"]["train"]["ngram_lr"] == 0.0
+    assert sweep.with_legacy_defaults({"vocab": {"max_len": 4096}})["vocab"]["max_len"] == 4096
+
+
 def test_more_seeds_beat_one_lucky_seed_on_the_frontier():
     runs = [_run(f"three-s{seed}", seed, 0.92, 0.92, ngram_order=3) for seed in (13, 14, 15)]
     runs += [_run("lucky-s13", 13, 0.95, 0.93, ngram_order=3),
