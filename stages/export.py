@@ -18,6 +18,7 @@ from kd.errors import exit_on_error
 from kd.export import export_all
 from kd.labels import read_label_names
 from kd.metrics import accuracy, sigmoid
+from kd.mlflow_student import log_student_model
 from kd.model import arch_of, load_checkpoint
 from kd.params import load_params
 from kd.serve import load_student
@@ -58,7 +59,7 @@ def main(checkpoint: str, tokenizer_path: str, test_path: str, source_path: str,
     (Path(out_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     print(json.dumps(metrics, indent=2))
     with tracking.pipeline_run(load_params().to_dict()) as run:
-        tracking.log_student_model(run, out_dir)
+        log_student_model(run, out_dir)
         print(f"MLflow run {run.info.run_id}: model `student` logged (see `mlflow ui`)")
 
 

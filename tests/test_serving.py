@@ -248,7 +248,8 @@ def test_timing_helpers_report_rates_and_percentiles(export):
 def test_mlflow_serves_the_export_with_its_signature(export, tmp_path):
     import mlflow
 
-    from kd.tracking import log_student_model, pipeline_run
+    from kd.mlflow_student import log_student_model
+    from kd.tracking import pipeline_run
 
     folder, _, eager = export
     with pipeline_run({"alpha": 0.5}, root=tmp_path) as run:

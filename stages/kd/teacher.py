@@ -13,6 +13,7 @@ scored. They are written to a temporary file and renamed, so a failed run leaves
 `load_soft_labels` refuses a file whose metadata does not match what the caller expects.
 """
 
+import functools
 import hashlib
 import json
 import os
@@ -170,10 +171,16 @@ def encode_head_tail(tokenizer, texts: list[str], max_len: int,
     The word pieces come from `Encoder` (the ids `tokenizer(texts, add_special_tokens=False)`
     gives, faster), over the whole review: the head+tail cut is made here.
     """
+    return [[tokenizer.cls_token_id, *head_tail(ids, head_tokens, max_len - 2),
+             tokenizer.sep_token_id] for ids in _whole_reviews(tokenizer)(texts)]
+
+
+@functools.lru_cache(maxsize=4)
+def _whole_reviews(tokenizer) -> Encoder:
+    """An `Encoder` of a transformers tokenizer's word pieces, uncut (made once per tokenizer)."""
     backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
     backend.no_truncation()
-    return [[tokenizer.cls_token_id, *head_tail(ids, head_tokens, max_len - 2),
-             tokenizer.sep_token_id] for ids in Encoder(backend)(texts)]
+    return Encoder(backend)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ fixed `max_len` (as its truncation setting), so later stages and serving need no
 This module imports neither torch nor the data loaders: a server without torch uses it.
 """
 
+import functools
 from pathlib import Path
 
 import nanotoken
@@ -136,9 +137,16 @@ class Encoder:
         return ragged.ids.astype(np.int64), ragged.offsets.astype(np.int64)
 
 
+@functools.lru_cache(maxsize=4)
+def encoder_of(tokenizer: Tokenizer) -> Encoder:
+    """The `Encoder` of a tokenizer, made once (reading a vocabulary takes a fraction of a
+    second). Keyed by the object: a tokenizer is not changed after it is loaded."""
+    return Encoder(tokenizer)
+
+
 def encode(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
     """Token ids of each text, cut to the tokenizer's max_len, without padding."""
-    return Encoder(tokenizer)(texts)
+    return encoder_of(tokenizer)(texts)
 
 
 def pad_batch(sequences: list[list[int]], min_len: int) -> np.ndarray:

@@ -12,7 +12,6 @@ default when started there, with artifacts in `mlartifacts/` beside it.
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 from contextlib import contextmanager
 from pathlib import Path
@@ -104,30 +103,3 @@ def log_results(run, metrics: dict, artifacts: list[str | Path]) -> None:
                        run_id=run.info.run_id)
     for path in artifacts:
         mlflow.log_artifact(str(path), run_id=run.info.run_id)
-
-
-def log_student_model(run, export_dir: str | Path) -> None:
-    """Log the served form (ONNX fp32) with its tokenizer and metadata as the pyfunc model
-    `student`, with its input signature (see kd/mlflow_student.py)."""
-    import tempfile
-    from importlib.metadata import version
-
-    import mlflow
-    import pandas as pd
-
-    from kd.mlflow_student import SIGNATURE
-    from kd.serve import FILES
-
-    export_dir = Path(export_dir)
-    package = Path(__file__).parent
-    with tempfile.TemporaryDirectory() as staging:
-        # Only what serving needs, not the other forms.
-        for name in (FILES["onnx"], "tokenizer.json", "metadata.json", "metrics.json"):
-            if (export_dir / name).is_file():
-                shutil.copy(export_dir / name, Path(staging) / name)
-        mlflow.pyfunc.log_model(
-            name="student", python_model=str(package / "mlflow_student.py"),
-            artifacts={"export": staging}, code_paths=[str(package)], signature=SIGNATURE,
-            input_example=pd.DataFrame({"text": ["A wonderful, moving film."]}),
-            pip_requirements=[f"{name}=={version(name)}" for name in (
-                "mlflow", "onnxruntime", "tokenizers", "nanotoken", "numpy", "pandas")])
