@@ -19,13 +19,14 @@ from kd import tracking
 from kd.device import make_repeatable, resolve_device, resolve_precision
 from kd.errors import exit_on_error
 from kd.examples import Examples, file_sha256, load_examples
+from kd.inference import logit_accuracy, predict_logits
 from kd.model import Ensemble, count_parameters, load_checkpoint, save_checkpoint
 from kd.params import load_params
 from kd.reports import write_csv
 from kd.students import build_member
 from kd.teacher import read_soft_label_meta
 from kd.text import load_tokenizer
-from kd.train import FitConfig, fit, fit_temperature, logit_accuracy, predict_logits
+from kd.train import FitConfig, fit, fit_temperature
 
 # What decides a student's bytes besides its data and params: a work folder made by other code
 # is not resumed. The whole kd package counts, so no edit to a module it imports can slip by.

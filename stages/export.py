@@ -16,6 +16,7 @@ from kd import tracking
 from kd.data import load_split
 from kd.errors import exit_on_error
 from kd.export import export_all
+from kd.inference import predict_logits
 from kd.labels import read_label_names
 from kd.metrics import accuracy, sigmoid
 from kd.mlflow_student import log_student_model
@@ -23,7 +24,6 @@ from kd.model import arch_of, load_checkpoint
 from kd.params import load_params
 from kd.serve import load_student
 from kd.text import encode, load_tokenizer
-from kd.train import predict_logits
 
 
 @exit_on_error

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from kd.examples import Examples
+from kd.inference import logit_accuracy
 from kd.model import TextCNN, TextCNNConfig
-from kd.train import FitConfig, adversarial_perturbation, fit, logit_accuracy, parameter_groups
+from kd.train import FitConfig, adversarial_perturbation, fit, parameter_groups
 
 
 def _examples(count: int, seed: int) -> Examples:

@@ -10,6 +10,7 @@ from tqdm import tqdm
 
 from kd.device import autocast
 from kd.examples import Examples
+from kd.inference import logit_accuracy, predict_logits
 from kd.losses import distillation_loss
 from kd.state import load_state, save_state
 from kd.text import pad_batch
@@ -38,27 +39,6 @@ def _batches(examples: Examples, batch_size: int, min_len: int,
         yield (torch.from_numpy(pad_batch([examples.input_ids[row] for row in rows], min_len)),
                torch.from_numpy(examples.labels[rows]),
                torch.from_numpy(examples.teacher_logits[rows]))
-
-
-@torch.inference_mode()
-def predict_logits(model: torch.nn.Module, input_ids: list[list[int]], batch_size: int = 256,
-                   device: torch.device | None = None) -> np.ndarray:
-    """The student's logits (N,) for encoded reviews, in the order given (fp32)."""
-    model.eval()
-    device = device or next(model.parameters()).device
-    logits = np.zeros(len(input_ids), dtype=np.float32)
-    order = np.argsort([len(ids) for ids in input_ids], kind="stable")
-    for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
-        batch = torch.from_numpy(pad_batch([input_ids[row] for row in rows], model.min_len))
-        batch = batch.to(device)
-        logits[rows] = model(batch).float().cpu().numpy()
-    return logits
-
-
-def logit_accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
-    """Share of reviews whose logit (N,) is on their label's side of 0 (0 counts as negative)."""
-    return float(((logits > 0) == (labels == 1)).mean())
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
