@@ -75,6 +75,8 @@ def main(args: argparse.Namespace) -> None:
     tfidf_probs, tfidf = _baseline_probs(args.tfidf, "baseline@tfidf_lr", test.ids,
                                          test_fingerprint)
     nb_probs, nb = _baseline_probs(args.nb, "baseline@nb_lr", test.ids, test_fingerprint)
+    fasttext_probs, fasttext = _baseline_probs(args.fasttext, "baseline@fasttext", test.ids,
+                                               test_fingerprint)
 
     rows = {
         "teacher": model_footprint(params.teacher.path),
@@ -82,9 +84,10 @@ def main(args: argparse.Namespace) -> None:
         "student_no_kd": _student_row(no_kd, no_kd_probs, teacher_probs),
         "tfidf_lr": {"params": tfidf["features"] + 1, "val_accuracy": tfidf["val_accuracy"]},
         "nb_lr": {"params": nb["features"] + 1, "val_accuracy": nb["val_accuracy"]},
+        "fasttext": {"params": fasttext["params"], "val_accuracy": fasttext["val_accuracy"]},
     }
     probs = {"teacher": teacher_probs, "student": student_probs, "student_no_kd": no_kd_probs,
-             "tfidf_lr": tfidf_probs, "nb_lr": nb_probs}
+             "tfidf_lr": tfidf_probs, "nb_lr": nb_probs, "fasttext": fasttext_probs}
     metrics = {"test_reviews": len(test)}
     for name, model_probs in probs.items():
         metrics[name] = {**classification_metrics(labels, model_probs), **rows[name]}
@@ -122,6 +125,7 @@ if __name__ == "__main__":
     parser.add_argument("--no-kd-checkpoint", default="models/student_no_kd/best.safetensors")
     parser.add_argument("--tfidf", default="data/baselines/tfidf_lr.parquet")
     parser.add_argument("--nb", default="data/baselines/nb_lr.parquet")
+    parser.add_argument("--fasttext", default="data/baselines/fasttext.parquet")
     parser.add_argument("--metrics", default="reports/metrics.json")
     parser.add_argument("--plots-dir", default="reports/plots")
     main(parser.parse_args())
