@@ -1,4 +1,8 @@
+import os
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -79,3 +83,47 @@ def test_a_file_that_is_not_a_baseline_model_is_refused(tmp_path):
         load_baseline(tmp_path / "other.parquet")
     with pytest.raises(PipelineError, match="run `dvc repro`"):
         load_baseline(tmp_path / "missing.parquet")
+
+
+_FIT_AND_SAVE = """
+import sys
+import numpy as np
+from kd.baselines import fit_nb_lr, fit_tfidf_lr, save_baseline
+
+def reviews(count, seed):
+    # Zipf-drawn words from a large vocabulary, shifted by the label: many distinct n-grams.
+    rng = np.random.default_rng(seed)
+    labels = np.arange(count) % 2
+    texts = [" ".join(f"w{(word + 7 * label) % 3000}"
+                      for word in rng.zipf(1.3, rng.integers(20, 80))) for label in labels]
+    return texts, labels
+
+train, val, test = reviews(600, 0), reviews(100, 1), reviews(100, 2)
+out = sys.argv[1]
+for name, pipeline in (("tfidf_lr", fit_tfidf_lr(*train, *val, c_grid=(1.0, 4.0), min_df=1)[0]),
+                       ("nb_lr", fit_nb_lr(*train, *val, c_grid=(0.1, 1.0), ngram_max=3)[0])):
+    save_baseline(pipeline, f"{out}/{name}.parquet")
+    probs = pipeline.predict_proba(test[0])[:, 1].astype(np.float32)
+    open(f"{out}/{name}.probs", "wb").write(probs.tobytes())
+    print(name, len(pipeline[0].vocabulary_))
+"""
+
+
+def test_the_fit_gives_the_same_bytes_whatever_the_blas_threads(tmp_path):
+    """OpenBLAS splits a dot product over more than 10,000 features among its threads; the
+    fitted weights must not depend on how many there are, nor on which AVX-512 kernel OpenBLAS
+    picks (this machine's SkylakeX, or a Cooperlake's), each fit in its own process."""
+    stages = Path(__file__).resolve().parents[1] / "stages"
+    outputs = {}
+    for threads, core in (("1", None), ("4", "Cooperlake")):
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": threads, "PYTHONPATH": str(stages)}
+        if core:
+            env["OPENBLAS_CORETYPE"] = core
+        out = tmp_path / f"threads{threads}"
+        out.mkdir()
+        result = subprocess.run([sys.executable, "-c", _FIT_AND_SAVE, str(out)], env=env,
+                                capture_output=True, text=True, check=True)
+        features = dict(line.split() for line in result.stdout.splitlines())
+        assert all(int(count) > 10_000 for count in features.values())  # threaded sums
+        outputs[threads] = {path.name: path.read_bytes() for path in out.iterdir()}
+    assert len(outputs["1"]) == 4 and outputs["1"] == outputs["4"]

@@ -11,6 +11,14 @@ weights (and IDF), and the vectorizer's settings in the file's metadata. It load
 plain scikit-learn pipeline (texts in, P(positive) out), and nothing in the file is ever run or
 unpickled. The same model gives the same bytes (a pickle-like format would hold memory
 addresses and times).
+
+The same data gives the same model on any machine of one BLAS kernel family: liblinear's
+Newton solver sums its dot products (`ddot`) through OpenBLAS, which splits a sum over more
+than 10,000 features among its threads, so the thread count (the machine's cores, or
+`OPENBLAS_NUM_THREADS`) used to change the weights' last bits, and through the solver's stopping
+tests sometimes more. The fit runs on one BLAS thread. OpenBLAS's kernel still matters: the
+AVX-512 ones (SkylakeX, Cooperlake, SapphireRapids) give the same bytes, an AVX2 machine's
+(Haswell) other ones (tests/test_baselines.py).
 """
 
 import json
@@ -22,6 +30,7 @@ import pyarrow.parquet as pq
 from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
+from threadpoolctl import threadpool_limits
 
 from kd.errors import PipelineError
 
@@ -31,11 +40,15 @@ TOKEN_PATTERN = r"(?u)\b\w+\b|[!?]"
 
 def _pick_c(train_features, train_labels: np.ndarray, val_features, val_labels: np.ndarray,
             c_grid: tuple[float, ...]) -> tuple[LogisticRegression, dict]:
-    """Fit one logistic regression per C; keep the best on validation (the first on a tie)."""
+    """Fit one logistic regression per C; keep the best on validation (the first on a tie).
+
+    Each fit runs on one BLAS thread: the thread count would decide the weights' last bits.
+    """
     best = None
     for c in c_grid:
         model = LogisticRegression(C=c, max_iter=2000, solver="liblinear")
-        model.fit(train_features, train_labels)
+        with threadpool_limits(limits=1, user_api="blas"):
+            model.fit(train_features, train_labels)
         accuracy = float((model.predict(val_features) == val_labels).mean())
         if best is None or accuracy > best[1]["val_accuracy"]:
             best = (model, {"c": c, "val_accuracy": accuracy})
