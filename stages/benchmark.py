@@ -2,13 +2,14 @@
 same test reviews, with the same thread count.
 
 Rows: the teacher in bf16 and under dynamic int8 (its accuracy on the full test split scored
-here); the classical baselines (TF-IDF LR, NB-LR, fastText); the shipped student in every
-exported form; and one student of every arch and shape of the sweep (`reports/sweep.json`,
-the configuration with the best mean validation accuracy for each shape). Speed does not
-depend on the weights, so each sweep shape is timed as a freshly built student of that shape,
-exported as the `export` stage does it; its accuracy is the sweep's mean over seeds on the
-full test split. For each: reviews/s at batch 64, single-review p50/p99 (tokenization
-included), size on disk, and its speed against the bf16 teacher and the fastest teacher.
+here); the baselines (TF-IDF LR and NB-LR in scikit-learn, fastText's hashed n-grams in C++);
+the shipped student in every exported form; and one student of every arch and shape of the
+sweep (`reports/sweep.json`, the configuration with the best mean validation accuracy for each
+shape). Speed does not depend on the weights, so each sweep shape is timed as a freshly built
+student of that shape, exported as the `export` stage does it; its accuracy is the sweep's
+mean over seeds on the full test split. For each: reviews/s at batch 64, single-review p50/p99
+(tokenization included), size on disk, and its speed against the bf16 teacher and the fastest
+teacher.
 Teacher and students alike tokenize with `kd.text.Encoder` and run a batch as length-sorted
 groups of `GROUP_SIZE` reviews, as the served student does.
 Then a load test of the HTTP API serving the shipped student.
@@ -31,6 +32,7 @@ from kd.data import load_split
 from kd.device import resolve_device, resolve_precision
 from kd.errors import PipelineError, exit_on_error
 from kd.export import export_all
+from kd.fasttext_baseline import load_fasttext
 from kd.inference import predict_logits
 from kd.losses import teacher_margin
 from kd.metrics import accuracy, model_footprint, sigmoid
@@ -128,12 +130,15 @@ def main(args: argparse.Namespace) -> None:
         add("teacher_int8", {**speed, "form": form, "sample_accuracy": accuracy(labels, probs)},
             accuracy(np.asarray(full["label"]), predict(list(full["text"]))))
 
-    for name in ("tfidf_lr", "nb_lr"):
-        path = Path(args.baselines_dir) / f"{name}.parquet"
-        pipeline = load_baseline(path)
-        speed, probs = measure(lambda batch, model=pipeline: model.predict_proba(batch)[:, 1],
+    baselines = Path(args.baselines_dir)
+    for name, path, load, form in (
+            ("tfidf_lr", baselines / "tfidf_lr.parquet", load_baseline, "scikit-learn"),
+            ("nb_lr", baselines / "nb_lr.parquet", load_baseline, "scikit-learn"),
+            ("fasttext", baselines / "fasttext.bin", load_fasttext, "fastText")):
+        baseline = load(path)
+        speed, probs = measure(lambda batch, model=baseline: model.predict_proba(batch)[:, 1],
                                texts, args.batch_size, args.latency_reviews)
-        add(name, {**speed, "form": "scikit-learn", "size_mb": round(path.stat().st_size / 1e6, 2),
+        add(name, {**speed, "form": form, "size_mb": round(path.stat().st_size / 1e6, 2),
                    "sample_accuracy": accuracy(labels, probs)},
             metrics[name]["accuracy"])
 

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 from kd import tracking
 from kd.errors import PipelineError, exit_on_error
 from kd.examples import file_sha256, load_examples
+from kd.inference import predict_logits
 from kd.losses import teacher_margin
 from kd.metrics import (
     agreement,
@@ -25,7 +26,6 @@ from kd.model import count_parameters, load_checkpoint
 from kd.params import load_params
 from kd.reports import write_csv
 from kd.text import load_tokenizer
-from kd.train import predict_logits
 
 
 def _load_student(checkpoint: str, tokenizer_sha256: str):
