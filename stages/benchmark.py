@@ -19,6 +19,7 @@ dvc.lock hashes (see dvc.yaml).
 """
 
 import argparse
+import io
 import json
 import tempfile
 from pathlib import Path
@@ -45,12 +46,17 @@ from kd.text import encode, load_tokenizer, make_tokenizer, max_len_of
 
 
 def _teacher_predictor(params, device: torch.device, int8: bool = False):
-    """P(positive) of the teacher for a list of texts, and its form's name. With `int8`, its
-    linear layers under PyTorch's dynamic int8 quantization (CPU only), run in fp32."""
+    """P(positive) of the teacher for a list of texts, its form's name and its footprint
+    ({"params", "size_mb"}). With `int8`, its linear layers under PyTorch's dynamic int8
+    quantization (CPU only), run in fp32."""
     model, tokenizer, identity = load_teacher(params.teacher.path)
+    footprint = model_footprint(params.teacher.path)
     if int8:
         model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, torch.qint8)
         precision = "fp32"  # the int8 kernels take fp32 activations
+        buffer = io.BytesIO()  # its size as saved (the packed int8 weights are no parameters)
+        torch.save(model.state_dict(), buffer)
+        footprint["size_mb"] = round(buffer.tell() / 1e6, 2)
     else:
         model.to(device)
         precision = resolve_precision(params.teacher.precision, device)
@@ -61,7 +67,7 @@ def _teacher_predictor(params, device: torch.device, int8: bool = False):
                        positive=identity["positive_index"], device=device, precision=precision)
         return sigmoid(teacher_margin(logits))
 
-    return predict, "PyTorch, dynamic int8" if int8 else f"PyTorch, {precision}"
+    return predict, "PyTorch, dynamic int8" if int8 else f"PyTorch, {precision}", footprint
 
 
 def _torch_predictor(model: torch.nn.Module, tokenizer):
@@ -117,17 +123,17 @@ def main(args: argparse.Namespace) -> None:
                          "accuracy": summary["mean"], "accuracy_std": summary.get("std")})
         print(name, row, flush=True)
 
-    predict, form = _teacher_predictor(params, device)
+    predict, form, footprint = _teacher_predictor(params, device)
     speed, probs = measure(predict, texts, args.batch_size, args.teacher_latency_reviews)
-    add("teacher", {**speed, "form": form, **model_footprint(params.teacher.path),
-                    "sample_accuracy": accuracy(labels, probs)},
+    add("teacher", {**speed, "form": form, **footprint, "sample_accuracy": accuracy(labels, probs)},
         metrics["teacher"]["accuracy"])
     if device.type == "cpu":  # PyTorch's dynamic int8 kernels are CPU kernels
-        predict, form = _teacher_predictor(params, device, int8=True)
+        predict, form, footprint = _teacher_predictor(params, device, int8=True)
         speed, probs = measure(predict, texts, args.batch_size, args.teacher_latency_reviews)
         full = load_split(args.test)  # its accuracy on the whole test split, scored here
         print(f"teacher_int8: scoring the {len(full)} test reviews", flush=True)
-        add("teacher_int8", {**speed, "form": form, "sample_accuracy": accuracy(labels, probs)},
+        add("teacher_int8", {**speed, "form": form, **footprint,
+                             "sample_accuracy": accuracy(labels, probs)},
             accuracy(np.asarray(full["label"]), predict(list(full["text"]))))
 
     baselines = Path(args.baselines_dir)

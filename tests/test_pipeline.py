@@ -369,3 +369,13 @@ def test_one_param_switches_to_a_made_teacher(fresh):
     finally:  # untracked: `git reset` would keep them for the next test
         (fresh / "teachers/dvc.lock").unlink(missing_ok=True)
         shutil.rmtree(fresh / "models/teacher-finetuned", ignore_errors=True)
+
+
+def test_a_loss_edit_reruns_only_the_trainings_and_what_follows(fresh):
+    # Import edges decide DVC's reruns: nothing before the students imports the loss module,
+    # so an edit to it never rescores the teacher or rebuilds data, vocabulary or baselines.
+    losses = fresh / "stages/kd/losses.py"
+    losses.write_text(losses.read_text() + "\n# an edit\n")
+    changed = set(json.loads(run(fresh, "dvc", "status", "--json", "dvc.yaml").stdout))
+    assert {"distill", "distill_no_kd"} <= changed
+    assert changed <= {"distill", "distill_no_kd", "evaluate", "export", "benchmark"}
