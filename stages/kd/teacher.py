@@ -398,7 +398,9 @@ def load_soft_labels(path: str | Path, ids: list[str], expected: dict) -> np.nda
     if missing:
         raise TeacherError(f"{path} has no teacher logits for {len(missing)} review(s), e.g. "
                            f"{missing[0]!r}; rescore with `dvc repro teacher_infer`")
-    all_logits = np.asarray(table.column("teacher_logits").to_pylist(), dtype=np.float32)
+    # (N, 2) even for an empty split (own data without an unlabelled file).
+    all_logits = np.asarray(table.column("teacher_logits").to_pylist(),
+                            dtype=np.float32).reshape(-1, 2)
     return all_logits[[row_of[review_id] for review_id in ids]]
 
 
