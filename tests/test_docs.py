@@ -155,3 +155,23 @@ def test_bad_documents_and_reports_stop_with_the_file_named(tmp_path, capsys):
     (root / "reports" / "sweep.json").unlink()
     with pytest.raises(render_docs.DocsError, match="reports/sweep.json not found"):
         render_docs.render_all(root)
+
+
+def test_the_default_rule_picks_the_fastest_single_student_within_the_margin():
+    sweep = {"configs": [
+        _config("best", 0.9400, 0.9280),
+        _config("close", 0.9372, 0.9240, kernel_sizes=[3, 5], embed_dim=64, num_filters=64),
+        _config("cheap", 0.9360, 0.9250, kernel_sizes=[3], embed_dim=64, num_filters=64),
+        _config("lucky", 0.9390, 0.9300, seeds=(13,), kernel_sizes=[]),  # one seed: not ranked
+        _config("ens", 0.9410, 0.9300, members=3)]}  # an ensemble is no single student
+    benchmark = {"batch_size": 64, "best": _timed(1000.0), "close": _timed(3000.0),
+                 "cheap": _timed(9000.0), "lucky": _timed(20000.0), "ens": _timed(400.0)}
+    text = render_docs.block_default({"sweep": sweep, "benchmark": benchmark})
+    assert "The rule picks **close**." in text  # cheap is 0.4 point under best: out
+    rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines()
+            if line.startswith("| ")}
+    assert set(rows) == {"configuration", "---", "best", "close", "cheap"}
+    assert "| no |" in rows["cheap"] and "| yes |" in rows["close"]
+    benchmark.pop("close")  # not timed: the next fastest within the margin
+    assert "The rule picks **best**." in render_docs.block_default(
+        {"sweep": sweep, "benchmark": benchmark})

@@ -103,6 +103,9 @@ def _stat(entry: dict, key: str) -> tuple:
 
 # ---------------------------------------------------------------------------- descriptions
 
+_DEFAULT_BUCKETS = 1 << 20  # student.ngram_buckets: said only where a shape has other
+
+
 def describe_shape(params: dict) -> str:
     """One phrase for a student shape of `reports/sweep.json` (its `params` slice)."""
     student = params.get("student", {})
@@ -110,13 +113,15 @@ def describe_shape(params: dict) -> str:
     kernels = params.get("kernel_sizes") or []
     order = student.get("ngram_order") or 0
     if arch == "textcnn":
+        buckets = student.get("ngram_buckets") or _DEFAULT_BUCKETS
+        rows = "" if buckets == _DEFAULT_BUCKETS else f", {buckets:,} hashed rows"
         if kernels:
             text = (f"TextCNN {student.get('num_filters')} filters × widths "
                     f"{','.join(str(k) for k in kernels)}, {student.get('embed_dim')}-d")
             if order:
-                text += f" + n-gram branch (1-{order}-grams)"
+                text += f" + n-gram branch (1-{order}-grams{rows})"
         else:
-            text = f"n-gram branch alone (1-{order}-grams, no word vectors)"
+            text = f"n-gram branch alone (1-{order}-grams{rows}, no word vectors)"
     elif arch == "bilstm":
         text = (f"BiLSTM {student.get('embed_dim')}-d, "
                 f"{student.get('hidden_size')} units a direction")
@@ -382,6 +387,40 @@ def block_sweep(reports: dict) -> str:
                    "deviation over seeds; **bold**: the shape's pick, timed by `benchmark`.)")
 
 
+SELECTION_MARGIN = 0.003  # the default: within 0.3 point of the best single student
+
+
+def block_default(reports: dict) -> str:
+    """The default's selection rule applied to the sweep and the benchmark: among single
+    students with 3 seeds, those whose mean validation accuracy is within 0.3 point of the
+    best; the fastest of them (the benchmark's reviews/s) is the default. Test is shown, never
+    ranked on."""
+    benchmark = reports["benchmark"]
+    single = [entry for entry in reports["sweep"].get("configs", [])
+              if len(entry.get("seeds", [])) >= 3
+              and entry.get("params", {}).get("student", {}).get("members", 1) == 1]
+    if not single:
+        return "(no single-student configuration with 3 seeds in `reports/sweep.json`.)"
+    best = max(_stat(entry, "val_accuracy")[0] for entry in single)
+    rows, eligible = [], []
+    for entry in sorted(single, key=lambda item: -_stat(item, "val_accuracy")[0]):
+        val = _stat(entry, "val_accuracy")
+        speed = (benchmark.get(entry["name"]) or {}).get("reviews_per_s")
+        within = val[0] >= best - SELECTION_MARGIN - 1e-12
+        if within and speed:
+            eligible.append((speed, entry["name"]))
+        rows.append([entry["name"], describe_shape(entry.get("params", {})), _pct(*val),
+                     "yes" if within else "no", _rate(speed) if speed else "not timed",
+                     _pct(*_stat(entry, "test_accuracy"))])
+    text = _table(["configuration", "student", "validation (3 seeds)",
+                   f"within {100 * SELECTION_MARGIN:.1f} of {_pct(best)}",
+                   f"reviews/s (batch {benchmark.get('batch_size')})",
+                   "test (reported, not ranked on)"], rows)
+    pick = max(eligible)[1] if eligible else None
+    return text + (f"\n\nThe rule picks **{pick}**." if pick else
+                   "\n\nNo timed configuration is within the margin.")
+
+
 BLOCKS: dict[str, Callable[[dict], str]] = {
     "headline": block_headline,
     "results": block_results,
@@ -390,6 +429,7 @@ BLOCKS: dict[str, Callable[[dict], str]] = {
     "api": block_api,
     "export": block_export,
     "sweep": block_sweep,
+    "default": block_default,
 }
 
 
