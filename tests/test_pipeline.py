@@ -160,9 +160,17 @@ def test_repro_runs_every_stage_and_records_the_run(fresh):
 
     benchmark = json.loads((project / "reports/benchmark.json").read_text())
     frontier = json.loads((project / "reports/frontier.json").read_text())
-    names = ["teacher", "tfidf_lr", "nb_lr", "student", "textcnn-tiny", "bilstm-tiny",
-             "transformer-tiny"]
+    names = ["teacher", "teacher_int8", "tfidf_lr", "nb_lr", "fasttext", "student",
+             "textcnn-tiny", "bilstm-tiny", "transformer-tiny"]
     assert [row["model"] for row in frontier] == names
+    # Every row against the bf16 teacher and against the fastest teacher form.
+    fastest = max(row["reviews_per_s"] for row in frontier[:2])
+    for row in frontier:
+        assert row["x_teacher"] == pytest.approx(
+            row["reviews_per_s"] / frontier[0]["reviews_per_s"], abs=0.01)  # rounded speeds
+        assert row["x_fastest_teacher"] == pytest.approx(row["reviews_per_s"] / fastest,
+                                                         abs=0.01)
+    assert 0 <= frontier[1]["accuracy"] <= 1  # the int8 teacher, scored on the whole test split
     for row in frontier:
         assert row["reviews_per_s"] > 0 and row["p50_ms"] > 0 and row["size_mb"] > 0
     assert benchmark["student"]["forms"].keys() == {"torch", "torchscript", "bf16", "onnx",
@@ -182,8 +190,8 @@ def test_repro_runs_every_stage_and_records_the_run(fresh):
 
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     assert {"prepare", "augment", "vocab", "teacher_infer@test", "teacher_infer@augment",
-            "distill", "distill_no_kd", "baseline@tfidf_lr", "baseline@nb_lr", "evaluate",
-            "export", "benchmark"} <= set(lock["stages"])
+            "distill", "distill_no_kd", "baseline@tfidf_lr", "baseline@nb_lr",
+            "baseline@fasttext", "evaluate", "export", "benchmark"} <= set(lock["stages"])
     assert "outs" not in lock["stages"]["benchmark"]  # timings are never hashed
     # One MLflow run for the whole execution: the epochs of both trainings as they ended,
     # the test metrics, and the exported student as a model.
