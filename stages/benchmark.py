@@ -21,6 +21,7 @@ dvc.lock hashes (see dvc.yaml).
 import argparse
 import io
 import json
+import platform
 import tempfile
 from pathlib import Path
 
@@ -43,6 +44,14 @@ from kd.serve import GROUP_SIZE, load_student
 from kd.students import build_student
 from kd.teacher import load_teacher, score
 from kd.text import encode, load_tokenizer, make_tokenizer, max_len_of
+
+
+def _cpu() -> str:
+    """The processor the timings belong to, and whether it has AMX (oneDNN's bf16 tiles)."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines()
+                 if line.startswith("model name")), platform.processor() or "unknown")
+    return f"{name}{', AMX' if ' amx_bf16' in info else ''}"
 
 
 def _teacher_predictor(params, device: torch.device, int8: bool = False):
@@ -111,7 +120,7 @@ def main(args: argparse.Namespace) -> None:
                             "(python stages/sweep.py writes it from the experiments)")
     sweep = json.loads(Path(args.sweep).read_text())
     results = {"reviews": len(texts), "threads": args.threads, "batch_size": args.batch_size,
-               "device": str(device)}
+               "device": str(device), "cpu": _cpu()}
     frontier = []
 
     def add(name: str, row: dict, test_accuracy: dict | float) -> None:

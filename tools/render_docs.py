@@ -216,7 +216,8 @@ def _test_accuracy(name: str, row: dict, reports: dict) -> str:
     config = _configs(reports["sweep"]).get(name)
     if config:
         mean, std = _stat(config, "test_accuracy")
-        return f"{_pct(mean, std)} ({len(config.get('seeds', []))} seeds)"
+        seeds = len(config.get("seeds", []))
+        return f"{_pct(mean, std)} ({seeds} seed{'' if seeds == 1 else 's'})"
     for point in reports.get("frontier") or []:
         if point.get("model") == name and point.get("accuracy") is not None:
             return _pct(point["accuracy"], point.get("accuracy_std"))
@@ -287,9 +288,11 @@ def _speed_headers(benchmark: dict) -> list[str]:
 
 
 def _benchmark_caption(benchmark: dict) -> str:
+    cpu = f", {benchmark['cpu']}" if benchmark.get("cpu") else ""
     return (f"(`reports/benchmark.json`, written by `dvc repro -f -s benchmark`: "
             f"{benchmark.get('reviews', 0):,} test reviews, {benchmark.get('threads')} threads, "
-            f"batch {benchmark.get('batch_size')}, teacher on `{benchmark.get('device')}`. "
+            f"batch {benchmark.get('batch_size')}, teacher on `{benchmark.get('device')}`"
+            f"{cpu}. "
             "Each row is its fastest form; a sweep row is a freshly built student of that shape, "
             "timed for speed, with the sweep's test accuracy over seeds.)")
 

@@ -75,9 +75,8 @@ class FastTextConfig:
                              "(32 MiB), or training is not deterministic (see _MIN_MATRIX_BYTES)")
 
 
-# The grid picked on validation (first best wins ties). A module constant for now: the
-# `baselines` section of params.yaml is read through kd/params.py, which is being rewritten;
-# once it settles this grid belongs there as `baselines.fasttext_*` keys.
+# The grid picked on validation (first best wins ties). A module constant: as
+# `baselines.fasttext_*` keys of params.yaml it would let `dvc exp run -S` sweep it.
 GRID = tuple(FastTextConfig(word_ngrams=ngrams, epoch=epoch, lr=lr, dim=10)
              for ngrams, epoch, lr in itertools.product((2, 3), (5, 10), (0.25, 0.5)))
 SEED = 0  # fastText's own random generator (one thread, so one stream)

@@ -339,8 +339,8 @@ def clean_texts(reviews: Reviews) -> list[str]:
     if empty:
         raise DataError(
             f"{reviews.file}: {len(empty)} review(s) with an empty or whitespace-only text, at "
-            f"{reviews.rows(empty)}. They are refused, not dropped (README, \"Your own "
-            "reviews\"): remove or fill those rows in your file")
+            f"{reviews.rows(empty)}. They are refused, not dropped (docs/own-data.md): "
+            "remove or fill those rows in your file")
     return cleaned
 
 
