@@ -166,10 +166,11 @@ def test_repro_runs_every_stage_and_records_the_run(fresh):
     # Every row against the bf16 teacher and against the fastest teacher form.
     fastest = max(row["reviews_per_s"] for row in frontier[:2])
     for row in frontier:
+        # (the frontier's speeds are rounded to 0.1 reviews/s, the ratios made before that)
         assert row["x_teacher"] == pytest.approx(
-            row["reviews_per_s"] / frontier[0]["reviews_per_s"], abs=0.01)  # rounded speeds
+            row["reviews_per_s"] / frontier[0]["reviews_per_s"], rel=1e-3, abs=0.01)
         assert row["x_fastest_teacher"] == pytest.approx(row["reviews_per_s"] / fastest,
-                                                         abs=0.01)
+                                                         rel=1e-3, abs=0.01)
     assert 0 <= frontier[1]["accuracy"] <= 1  # the int8 teacher, scored on the whole test split
     for row in frontier:
         assert row["reviews_per_s"] > 0 and row["p50_ms"] > 0 and row["size_mb"] > 0
