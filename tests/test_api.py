@@ -227,15 +227,20 @@ def test_fuzzed_bodies_and_content_types_are_never_a_5xx(client, body, content_t
     assert response.json()["detail"]
 
 
-def test_batcher_refuses_a_request_over_the_queue_limit_at_once():
-    gate = threading.Event()
-    calls = []
+def _gated_predict():
+    """A model call that waits at `gate` (an Event) and records the texts of every call."""
+    gate, calls = threading.Event(), []
 
     def predict(texts):
         calls.append(list(texts))
         gate.wait(timeout=10)
         return [{"text": text} for text in texts]
 
+    return gate, calls, predict
+
+
+def test_batcher_refuses_a_request_over_the_queue_limit_at_once():
+    gate, calls, predict = _gated_predict()
     batcher = Batcher(predict, max_texts=2, max_queue=3)
 
     async def send():
@@ -257,14 +262,7 @@ def test_batcher_refuses_a_request_over_the_queue_limit_at_once():
 
 
 def test_batcher_times_out_and_never_scores_a_request_that_timed_out_waiting():
-    gate = threading.Event()
-    calls = []
-
-    def predict(texts):
-        calls.append(list(texts))
-        gate.wait(timeout=10)
-        return [{"text": text} for text in texts]
-
+    gate, calls, predict = _gated_predict()
     batcher = Batcher(predict, max_texts=1, timeout_s=0.1)
 
     async def send():
