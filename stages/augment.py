@@ -7,8 +7,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from kd.augment import SCHEMA, augment_reviews
-from kd.data import load_split
+from kd.data.augment import SCHEMA, augment_reviews
+from kd.data.splits import load_split
 from kd.errors import exit_on_error
 from kd.params import load_params
 

@@ -1,7 +1,7 @@
 """Stage `baseline@<name>`: a baseline fitted on the training split's labels, its settings
 picked on validation, scored on the test split: `tfidf_lr` or `nb_lr` (scikit-learn, C picked
-on validation, see kd/baselines.py) or `fasttext` (hashed word n-grams, a small grid, see
-kd/fasttext_baseline.py)."""
+on validation, see kd/evaluation/baselines.py) or `fasttext` (hashed word n-grams, a small grid, see
+kd/evaluation/fasttext_baseline.py)."""
 
 import argparse
 import json
@@ -11,10 +11,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from kd.baselines import fit_nb_lr, fit_tfidf_lr, save_baseline
-from kd.data import fingerprint, load_split
+from kd.data.splits import fingerprint, load_split
 from kd.errors import exit_on_error
-from kd.fasttext_baseline import fit_fasttext_on_validation, save_fasttext
+from kd.evaluation.baselines import fit_nb_lr, fit_tfidf_lr, save_baseline
+from kd.evaluation.fasttext_baseline import fit_fasttext_on_validation, save_fasttext
 from kd.params import load_params
 
 # Each baseline's model file in --model-dir (dvc.yaml's outs name the same files).

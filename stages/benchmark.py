@@ -28,21 +28,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kd.baselines import load_baseline
-from kd.bench import load_test, measure
-from kd.data import load_split
+from kd.data.splits import load_split
 from kd.device import resolve_device, resolve_precision
 from kd.errors import PipelineError, exit_on_error
-from kd.export import export_all
-from kd.fasttext_baseline import load_fasttext
-from kd.inference import predict_logits
-from kd.losses import teacher_margin
-from kd.metrics import accuracy, model_footprint, sigmoid
-from kd.model import count_parameters, load_checkpoint
+from kd.evaluation.baselines import load_baseline
+from kd.evaluation.bench import load_test, measure
+from kd.evaluation.fasttext_baseline import load_fasttext
+from kd.evaluation.metrics import accuracy, model_footprint, sigmoid
 from kd.params import load_params, parse_params
-from kd.serve import GROUP_SIZE, load_student
-from kd.students import build_student
-from kd.teacher import load_teacher, score
+from kd.serving.export import export_all
+from kd.serving.runtime import GROUP_SIZE, load_student
+from kd.student.inference import predict_logits
+from kd.student.losses import teacher_margin
+from kd.student.models import count_parameters, load_checkpoint
+from kd.student.registry import build_student
+from kd.teacher.scoring import load_teacher, score
 from kd.text import encode, load_tokenizer, make_tokenizer, max_len_of
 
 
@@ -117,7 +117,7 @@ def main(args: argparse.Namespace) -> None:
     metrics = json.loads(Path(args.metrics).read_text())
     if not Path(args.sweep).is_file():
         raise PipelineError(f"{args.sweep} not found: it lists the students of the frontier "
-                            "(python stages/sweep.py writes it from the experiments)")
+                            "(python tools/sweep.py writes it from the experiments)")
     sweep = json.loads(Path(args.sweep).read_text())
     results = {"reviews": len(texts), "threads": args.threads, "batch_size": args.batch_size,
                "device": str(device), "cpu": _cpu()}

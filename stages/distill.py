@@ -9,28 +9,28 @@ completed epoch. On success the files move into the output folder and the work f
 """
 
 import argparse
-import hashlib
-import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
 
+import kd
 from kd import tracking
 from kd.device import make_repeatable, resolve_device, resolve_precision
 from kd.errors import exit_on_error
-from kd.examples import Examples, file_sha256, load_examples
-from kd.inference import logit_accuracy, predict_logits
-from kd.model import Ensemble, count_parameters, load_checkpoint, save_checkpoint
 from kd.params import load_params
 from kd.reports import write_csv
-from kd.students import build_member
-from kd.teacher import read_soft_label_meta
+from kd.state import work_dir
+from kd.student.examples import Examples, file_sha256, load_examples
+from kd.student.inference import logit_accuracy, predict_logits
+from kd.student.models import Ensemble, count_parameters, load_checkpoint, save_checkpoint
+from kd.student.registry import build_member
+from kd.student.train import FitConfig, fit, fit_temperature
+from kd.teacher.scoring import read_soft_label_meta
 from kd.text import load_tokenizer
-from kd.train import FitConfig, fit, fit_temperature
 
 # What decides a student's bytes besides its data and params: a work folder made by other code
 # is not resumed. The whole kd package counts, so no edit to a module it imports can slip by.
-_CODE = [Path(__file__), *sorted((Path(__file__).parent / "kd").glob("*.py"))]
+_CODE = [Path(__file__), *sorted(Path(kd.__file__).parent.rglob("*.py"))]
 
 
 @exit_on_error
@@ -83,7 +83,7 @@ def main(args: argparse.Namespace) -> None:
           f"{len(examples['val'])} validation reviews, alpha = {alpha}, {device} {precision}, "
           f"{threads} threads", flush=True)
 
-    work = _work_dir(args.work_dir, args.out_dir, meta)
+    work = work_dir(args.work_dir, args.out_dir, meta, _CODE)
     print(f"work folder {work} (kept until the training ends, so a rerun resumes)", flush=True)
     fit_config = FitConfig(epochs=params.epochs, batch_size=params.train.batch_size,
                            lr=params.train.lr, alpha=alpha, temperature=params.temperature,
@@ -149,14 +149,6 @@ def _fit_member(model, train: Examples, val: Examples, config: FitConfig, folder
 
     return fit(model, train, val, config, on_epoch,
                state_path=folder / "training_state.safetensors")
-
-
-def _work_dir(root: str, out_dir: str, meta: dict) -> Path:
-    """The work folder of this exact training: its data, params and code."""
-    digest = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
-    for path in _CODE:
-        digest.update(path.read_bytes())
-    return Path(root) / f"{Path(out_dir).name}-{digest.hexdigest()[:16]}"
 
 
 def _calibrate(checkpoint: Path, val: Examples) -> None:

@@ -10,10 +10,7 @@ import pyarrow.parquet as pq
 
 from kd import tracking
 from kd.errors import PipelineError, exit_on_error
-from kd.examples import file_sha256, load_examples
-from kd.inference import predict_logits
-from kd.losses import teacher_margin
-from kd.metrics import (
+from kd.evaluation.metrics import (
     agreement,
     classification_metrics,
     confusion_rows,
@@ -22,9 +19,12 @@ from kd.metrics import (
     roc_rows,
     sigmoid,
 )
-from kd.model import count_parameters, load_checkpoint
 from kd.params import load_params
 from kd.reports import write_csv
+from kd.student.examples import file_sha256, load_examples
+from kd.student.inference import predict_logits
+from kd.student.losses import teacher_margin
+from kd.student.models import count_parameters, load_checkpoint
 from kd.text import load_tokenizer
 
 

@@ -13,16 +13,16 @@ from pathlib import Path
 import numpy as np
 
 from kd import tracking
-from kd.data import load_split
+from kd.data.labels import read_label_names
+from kd.data.splits import load_split
 from kd.errors import exit_on_error
-from kd.export import export_all
-from kd.inference import predict_logits
-from kd.labels import read_label_names
-from kd.metrics import accuracy, sigmoid
-from kd.mlflow_student import log_student_model
-from kd.model import arch_of, load_checkpoint
+from kd.evaluation.metrics import accuracy, sigmoid
 from kd.params import load_params
-from kd.serve import load_student
+from kd.serving.export import export_all
+from kd.serving.mlflow_student import log_student_model
+from kd.serving.runtime import load_student
+from kd.student.inference import predict_logits
+from kd.student.models import arch_of, load_checkpoint
 from kd.text import encode, load_tokenizer
 
 

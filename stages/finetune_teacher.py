@@ -12,17 +12,19 @@ state there. On success the checkpoint is written and the work folder goes.
 """
 
 import argparse
-import hashlib
-import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 
-from kd.data import fingerprint, load_split
+import kd
+from kd.data.labels import SOURCE_FILE, read_label_names
+from kd.data.splits import fingerprint, load_split
 from kd.device import make_repeatable, resolve_device, resolve_precision
 from kd.errors import exit_on_error
-from kd.finetune import (
+from kd.params import load_params
+from kd.state import work_dir
+from kd.teacher.finetune import (
     FinetuneConfig,
     build_teacher,
     encode,
@@ -31,14 +33,12 @@ from kd.finetune import (
     load_base_tokenizer,
     save_teacher,
 )
-from kd.labels import SOURCE_FILE, read_label_names
-from kd.params import load_params
-from kd.teacher import plan_batches, teacher_sha256
+from kd.teacher.scoring import plan_batches, teacher_sha256
 
 # What decides the teacher's bytes besides its data and params: a work folder made by other
 # code is not resumed.
-_CODE = [Path(__file__)] + [Path(__file__).parent / "kd" / name for name in
-                            ("finetune.py", "state.py", "teacher.py")]
+_CODE = [Path(__file__), *(Path(kd.__file__).parent / name for name in
+                             ("teacher/finetune.py", "state.py", "teacher/scoring.py"))]
 
 
 @exit_on_error
@@ -71,7 +71,7 @@ def main(args: argparse.Namespace) -> None:
         "device_type": device.type,
         "precision": precision,
     }
-    work = _work_dir(args.work_dir, args.out_dir, meta)
+    work = work_dir(args.work_dir, args.out_dir, meta, _CODE)
     print(f"fine-tuning a teacher from {recipe.base} on {len(train)} reviews ({recipe.epochs} "
           f"epoch(s), batch {recipe.batch_size}, {meta['truncation']} word pieces, {device} "
           f"{precision}, {threads} threads); labels 0 = {labels[0]!r}, 1 = {labels[1]!r}",
@@ -94,14 +94,6 @@ def main(args: argparse.Namespace) -> None:
     out = save_teacher(model, tokenizer, args.out_dir, {**meta, "history": history})
     shutil.rmtree(work)
     print(f"teacher -> {out} (validation accuracy {100 * history[-1]['val_accuracy']:.2f}%)")
-
-
-def _work_dir(root: str, out_dir: str, meta: dict) -> Path:
-    """The work folder of this exact fine-tuning: its data, params and code."""
-    digest = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
-    for path in _CODE:
-        digest.update(path.read_bytes())
-    return Path(root) / f"{Path(out_dir).name}-{digest.hexdigest()[:16]}"
 
 
 if __name__ == "__main__":

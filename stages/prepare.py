@@ -3,9 +3,9 @@ train / val / test / unsup splits as Parquet, and `source.json` (label names and
 
 import argparse
 
+from kd.data.sources import prepare
 from kd.errors import exit_on_error
 from kd.params import load_params
-from kd.sources import prepare
 
 
 @exit_on_error

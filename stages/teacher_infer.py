@@ -3,12 +3,12 @@
 import argparse
 import time
 
-from kd.data import count_reviews, fingerprint_file
+from kd.data.splits import count_reviews, fingerprint_file
 from kd.device import resolve_device, resolve_precision
-from kd.engines import open_engine
 from kd.errors import exit_on_error
 from kd.params import load_params
-from kd.teacher import load_teacher_tokenizer, score_split
+from kd.teacher.engines import open_engine
+from kd.teacher.scoring import load_teacher_tokenizer, score_split
 
 
 @exit_on_error

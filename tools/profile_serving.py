@@ -9,16 +9,13 @@ Times each part of `ExportedStudent.positive_probs` over the benchmark's test sa
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "stages"))  # until kd installs
-
-from kd.data import load_split  # noqa: E402
-from kd.serve import FILES, length_groups, load_student  # noqa: E402
+from kd.data.splits import load_split
+from kd.serving.runtime import FILES, length_groups, load_student
 
 
 def profile(student, texts: list[str], batch_size: int, repeats: int) -> dict:

@@ -385,7 +385,7 @@ def block_sweep(reports: dict) -> str:
                      _points(*_stat(entry, "kd_gain"))])
     text = _table(["configuration", "student", "`-S` against `params.yaml`", "seeds",
                    "validation", "test", "test ECE", "labels-only twin, test", "kd_gain"], rows)
-    return text + ("\n\n(`reports/sweep.json`, written by `python stages/sweep.py`; ranked by "
+    return text + ("\n\n(`reports/sweep.json`, written by `python tools/sweep.py`; ranked by "
                    f"{sweep.get('selection', 'mean validation accuracy')}; ± is the standard "
                    "deviation over seeds; **bold**: the shape's pick, timed by `benchmark`.)")
 

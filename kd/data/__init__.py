@@ -1,0 +1,1 @@
+"""Data in: where reviews come from, their labels, the prepared splits, augmentation."""

@@ -1,0 +1,1 @@
+"""Evaluation: test metrics, the baselines, the benchmark's timing helpers."""

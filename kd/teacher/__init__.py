@@ -1,0 +1,1 @@
+"""The teacher: scoring reviews into soft labels, the engines that run it, fine-tuning one."""
