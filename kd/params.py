@@ -117,11 +117,11 @@ class FinetuneParams(_Section):
 
 class StudentParams(_Section):
     arch: _one_of("textcnn", "bilstm", "transformer") = "textcnn"
-    embed_dim: Int1 = 128
-    num_filters: Int1 = 100
+    embed_dim: Int1 = 64
+    num_filters: Int1 = 64
     ngram_order: _kind(int, "it must be an integer in [0, 5] (0: no n-gram branch)",
                        ge=0, le=5) = 3
-    ngram_buckets: Int1 = 1 << 20
+    ngram_buckets: Int1 = 1 << 22
     hidden_size: Int1 = 128
     layers: Int1 = 2
     max_len: Int3 = 256
@@ -164,7 +164,7 @@ class Params(_Section):
     augment_size: _kind(int, "it must be an integer >= 0 (0 means no augmented copies)",
                         ge=0) = 0
     kernel_sizes: _kind(tuple[Annotated[int, Field(ge=1)], ...],
-                        "it must be a list of integers >= 1", strict=False) = (3, 4, 5)
+                        "it must be a list of integers >= 1", strict=False) = (3,)
     temperature: Positive = 2.0
     kd_loss: _one_of(*KD_LOSSES) = "bce"
     use_unsup: Flag = True

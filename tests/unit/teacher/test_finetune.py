@@ -1,6 +1,7 @@
 """Making a teacher: the fine-tuning stage on a tiny random encoder, and its resumption."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -44,9 +45,14 @@ def make_project(root: Path, encoder: Path, **finetune_params) -> Path:
     return root
 
 
-def run_stage(root: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "stages" / args[0]), *args[1:]], cwd=root,
-                          capture_output=True, text=True, check=True)
+# A stage as dvc.yaml runs it, `python -m stages.<name>`, with this checkout's stages and kd
+# first on the path (the project folder holds neither).
+STAGE_ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+def run_stage(root: Path, stage: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", f"stages.{stage}", *args], cwd=root,
+                          env=STAGE_ENV, capture_output=True, text=True, check=True)
 
 
 def teacher_files(folder: Path) -> dict[str, bytes]:
@@ -55,7 +61,7 @@ def teacher_files(folder: Path) -> dict[str, bytes]:
 
 def test_the_stage_makes_a_teacher_that_teacher_infer_reads(tmp_path, tiny_encoder):
     root = make_project(tmp_path, tiny_encoder)
-    result = run_stage(root, "finetune_teacher.py")
+    result = run_stage(root, "finetune_teacher")
     assert "reviews/s" in result.stdout and "ETA" in result.stdout
     assert "labels 0 = 'bad', 1 = 'good'" in result.stdout
     made = root / "models/teacher-finetuned"
@@ -87,7 +93,7 @@ def test_the_stage_makes_a_teacher_that_teacher_infer_reads(tmp_path, tiny_encod
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["teacher"]["path"] = "models/teacher-finetuned"
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    scored = run_stage(root, "teacher_infer.py", "test")
+    scored = run_stage(root, "teacher_infer", "test")
     assert "teacher test: 12 reviews" in scored.stdout
     meta = read_soft_label_meta(root / "data/teacher/test.parquet")
     assert meta["teacher_sha256"] == teacher_sha256(made)
@@ -99,10 +105,11 @@ def test_an_interrupted_finetuning_resumes_to_the_same_bytes(tmp_path, tiny_enco
     # Batches of 2: 18 steps an epoch; a state every 3 steps, so the kill lands mid-epoch.
     settings = {"batch_size": 2, "save_every": 3, "epochs": 2}
     reference = make_project(tmp_path / "reference", tiny_encoder, **settings)
-    run_stage(reference, "finetune_teacher.py")
+    run_stage(reference, "finetune_teacher")
     root = make_project(tmp_path / "interrupted", tiny_encoder, **settings)
-    training = subprocess.Popen([sys.executable, str(REPO / "stages/finetune_teacher.py")],
-                                cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    training = subprocess.Popen([sys.executable, "-m", "stages.finetune_teacher"],
+                                cwd=root, env=STAGE_ENV, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while not list(root.glob(".dvc/tmp/finetune/*/state.safetensors")):
         assert training.poll() is None and time.monotonic() < deadline, "no state was saved"
@@ -110,7 +117,7 @@ def test_an_interrupted_finetuning_resumes_to_the_same_bytes(tmp_path, tiny_enco
     training.kill()  # SIGKILL: no clean-up runs
     training.wait()
     assert not (root / "models/teacher-finetuned").exists()
-    resumed = run_stage(root, "finetune_teacher.py").stdout
+    resumed = run_stage(root, "finetune_teacher").stdout
     assert "resuming after step" in resumed
     assert teacher_files(root / "models/teacher-finetuned") == teacher_files(
         reference / "models/teacher-finetuned")
