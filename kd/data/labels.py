@@ -218,15 +218,22 @@ def read_labels(path: str | Path) -> list[str]:
 
 
 def read_label_names(path: str | Path) -> tuple[str, str]:
-    """The names of labels 0 and 1 from `source.json` (written by `prepare`).
+    """The names of labels 0 and 1 from `source.json` (written by `prepare`), for the stages
+    that handle two labels so far.
 
     Raises:
-        LabelError: the file is missing (run `dvc repro prepare`) or holds no two names.
+        LabelError: the file is missing (run `dvc repro prepare`), holds more than two names
+            (K classes: not yet there), or no two names.
     """
     path = Path(path)
     if not path.is_file():
         raise LabelError(f"{path} not found: run `dvc repro prepare` first")
     labels = json.loads(path.read_text()).get("labels")
+    if (isinstance(labels, list) and len(labels) > 2
+            and all(isinstance(name, str) for name in labels)):
+        raise LabelError(f"{path} holds {len(labels)} labels ({', '.join(map(repr, labels))}): "
+                         "this stage handles two labels so far, K classes are being built "
+                         "(issue 28); prepare two labels to run it")
     if not (isinstance(labels, list) and len(labels) == 2
             and all(isinstance(name, str) for name in labels)):
         raise LabelError(f"{path} holds no two label names (`labels`): run `dvc repro prepare`")

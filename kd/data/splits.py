@@ -397,6 +397,24 @@ def _split_file(path: str | Path) -> pq.ParquetFile:
     return pq.ParquetFile(path)
 
 
+def require_two_labels(path: str | Path, stage: str) -> None:
+    """Stop a stage that handles two labels so far on a split prepared with K > 2 (issue 28),
+    before it does any work; reads the label column alone.
+
+    Raises:
+        DataError: the file is missing, or holds a label above 1 (-1 marks unlabelled reviews).
+    """
+    path = Path(path)
+    labels = _split_file(path).read(columns=["label"])["label"]
+    top = pc.max(labels).as_py() if len(labels) else None
+    if top is not None and top > 1:
+        raise DataError(
+            f"{path} holds labels 0 .. {top} ({top + 1} classes; their names in "
+            f"{path.parent}/source.json): `{stage}` handles two labels so far, K classes are "
+            "being built (issue 28); prepare two labels (data.imdb_label = sentiment, or a "
+            "two-value data.label_column) to run it")
+
+
 def load_split(path: str | Path) -> Dataset:
     """Load one prepared split.
 
