@@ -71,6 +71,7 @@ class DataParams(_Section):
     positive_label: _kind(str | int, 'it must be a label value (a string or an integer), or "" '
                           "to find it by name") = ""
     max_overlap: _kind(Number, "it must be a share in [0, 1]", ge=0, le=1) = 0.02
+    imdb_label: _one_of("sentiment", "rating") = "sentiment"
 
 
 class PrepareParams(_Section):
@@ -213,6 +214,9 @@ def cross_key_rules(params: Params):
         if key != "unlabelled":
             yield (f"data.{key}", data.source == "files" and name == "", "data.source = files "
                    "needs it: the name of a file or save_to_disk folder inside data.path")
+    yield ("data.imdb_label", data.source != "imdb" and data.imdb_label != "sentiment",
+           "it applies to data.source = imdb only (your files' labels are data.label_column): "
+           "leave it sentiment")
     yield ("data.label_column", data.text_column == data.label_column,
            "it must differ from data.text_column")
     yield ("teacher.workers", params.teacher.engine != "ray" and params.teacher.workers != 1,

@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from kd.data.splits import fingerprint, load_split
+from kd.data.splits import fingerprint, load_split, require_two_labels
 from kd.errors import exit_on_error
 from kd.evaluation.baselines import fit_nb_lr, fit_tfidf_lr, save_baseline
 from kd.evaluation.fasttext_baseline import fit_fasttext_on_validation, save_fasttext
@@ -46,6 +46,7 @@ def _fit_sklearn(name: str, fit_args: tuple, test_texts: list[str], model_path: 
 
 @exit_on_error
 def main(name: str, data_dir: str, out_dir: str, model_dir: str) -> None:
+    require_two_labels(Path(data_dir) / "train.parquet", f"baseline@{name}")
     train, val, test = (load_split(Path(data_dir) / f"{split}.parquet")
                         for split in ("train", "val", "test"))
     fit_args = (list(train["text"]), np.asarray(train["label"]), list(val["text"]),

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kd.data.splits import load_split
+from kd.data.splits import load_split, require_two_labels
 from kd.device import resolve_device, resolve_precision
 from kd.errors import PipelineError, exit_on_error
 from kd.evaluation.baselines import load_baseline
@@ -109,6 +109,7 @@ def _fastest(forms: dict[str, dict]) -> tuple[str, dict]:
 @exit_on_error
 def main(args: argparse.Namespace) -> None:
     params = load_params()
+    require_two_labels(args.test, "benchmark")
     torch.set_num_threads(args.threads)
     device = resolve_device(params.device)
     test = load_split(args.test).shuffle(seed=params.seed)

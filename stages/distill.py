@@ -15,6 +15,7 @@ from pathlib import Path
 
 import kd
 from kd import tracking
+from kd.data.splits import require_two_labels
 from kd.device import make_repeatable, resolve_device, resolve_precision
 from kd.errors import exit_on_error
 from kd.params import load_params
@@ -36,6 +37,7 @@ _CODE = [Path(__file__), *sorted(Path(kd.__file__).parent.rglob("*.py"))]
 @exit_on_error
 def main(args: argparse.Namespace) -> None:
     params = load_params()
+    require_two_labels(Path(args.data_dir) / "train.parquet", "distill")
     threads = make_repeatable(params.train.seed, params.train.threads)
     device = resolve_device(params.device)
     precision = resolve_precision(params.train.precision, device)

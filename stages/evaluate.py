@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from kd import tracking
+from kd.data.splits import require_two_labels
 from kd.errors import PipelineError, exit_on_error
 from kd.evaluation.metrics import (
     agreement,
@@ -59,6 +60,7 @@ def _baseline_probs(path: str, stage: str, ids: list[str],
 @exit_on_error
 def main(args: argparse.Namespace) -> None:
     params = load_params()
+    require_two_labels(Path(args.data_dir) / "test.parquet", "evaluate")
     tokenizer_sha256 = file_sha256(args.tokenizer)
     student_model, student = _load_student(args.checkpoint, tokenizer_sha256)
     no_kd_model, no_kd = _load_student(args.no_kd_checkpoint, tokenizer_sha256)

@@ -15,7 +15,11 @@ def main(out_dir: str) -> None:
     for name, count in description["reviews"].items():
         print(f"{name}: {count} reviews -> {out_dir}/{name}.parquet")
     labels = description["labels"]
-    print(f"labels: 0 = {labels[0]!r}, 1 = {labels[1]!r} ({description['label_rule']})")
+    if len(labels) == 2:
+        print(f"labels: 0 = {labels[0]!r}, 1 = {labels[1]!r} ({description['label_rule']})")
+    else:
+        named = ", ".join(f"{label} = {name!r}" for label, name in enumerate(labels))
+        print(f"labels ({len(labels)}): {named} ({description['label_rule']})")
     if "test_overlap" in description:
         overlap = description["test_overlap"]
         print(f"test reviews repeating a text of train: {overlap['in_train']}, of unlabelled: "

@@ -3,7 +3,7 @@
 import argparse
 import time
 
-from kd.data.splits import count_reviews, fingerprint_file
+from kd.data.splits import count_reviews, fingerprint_file, require_two_labels
 from kd.device import resolve_device, resolve_precision
 from kd.errors import exit_on_error
 from kd.params import load_params
@@ -18,6 +18,7 @@ def main(split: str, data_dir: str, out_dir: str) -> None:
     device = resolve_device(all_params.device)
     precision = resolve_precision(params.precision, device)
     split_path = f"{data_dir}/{split}.parquet"
+    require_two_labels(split_path, "teacher_infer")  # K > 2 data stops before the teacher loads
     tokenizer, identity = load_teacher_tokenizer(params.path)
     # Only what the inputs decide goes into the file (no times, no engine or worker count):
     # the same inputs give the same bytes, so DVC can share the file instead of recomputing it.

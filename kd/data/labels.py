@@ -1,11 +1,12 @@
-"""What labels 0 and 1 mean: found once by `prepare`, then carried by name to every output.
+"""What labels 0 .. K-1 mean: found once by `prepare`, then carried by name to every output.
 
-`prepare` maps a source's two label values to 0 and 1 (`map_labels`) and writes the names, the
-mapping and the rule that made it into `data/prepared/source.json`. Whoever names a prediction
-reads them back from there (`read_label_names`): the made teacher's config (`id2label`), the
-export's `metadata.json`, and so the API and the predict command.
+`prepare` maps a source's K label values (K >= 2) to 0 .. K-1 (`map_labels` for two,
+`map_classes` for more) and writes the names in that order, the mapping and the rule that made
+it into `data/prepared/source.json`. Whoever names a prediction reads them back from there
+(`read_label_names` for two, `read_labels` for any K): the made teacher's config (`id2label`),
+the export's `metadata.json`, and so the API and the predict command.
 
-The rule, in order (the first that applies):
+The rule for two values, in order (the first that applies):
 1. `data.positive_label` names the value that is 1.
 2. By name: a value starting with "pos", or "good", "yes", "true", is 1; one starting with
    "neg", or "bad", "no", "false", is 0; the other value takes the other side.
@@ -14,6 +15,16 @@ The rule, in order (the first that applies):
 
 Label 1 is what the teacher and the students score: `positive_prob` is the probability of
 label 1, whatever its name.
+
+The rule for K > 2 values (`map_classes`; `data.positive_label` does not apply):
+1. All numbers (integers, as "1" and 1 are one value): ascending, so 1-5 stars are 0-4 and
+   the label order is the scale's (what the mean absolute error in label steps needs).
+2. Otherwise sorted as text, case-insensitively, then as written ("negative", "neutral",
+   "positive"): a stable order that does not depend on the file's row order.
+
+A label column is refused (`check_classes`) when it looks like a regression target rather
+than classes: numbers that are not integral (2.5, "0.7"), or more than MAX_CLASSES distinct
+values.
 """
 
 import json
@@ -27,10 +38,12 @@ SOURCE_FILE = "source.json"  # beside the prepared splits
 _POSITIVE_WORDS = {"good", "yes", "true"}
 _NEGATIVE_WORDS = {"bad", "no", "false"}
 _INTEGER = re.compile(r"[+-]?\d+")
+MAX_CLASSES = 50  # more distinct label values than this reads as a regression target
 
 
 class LabelError(PipelineError):
-    """The labels cannot be mapped to 0 and 1, or the names of a prepared dataset are missing."""
+    """The labels cannot be mapped to 0 .. K-1, or the names of a prepared dataset are
+    missing."""
 
 
 def label_key(value):
@@ -121,16 +134,106 @@ def map_labels(keys, positive_label="") -> tuple[dict, str]:
                                f"and {label_name(one)!r} is 1 (set data.positive_label to choose)")
 
 
-def read_label_names(path: str | Path) -> tuple[str, str]:
-    """The names of labels 0 and 1 from `source.json` (written by `prepare`).
+def _is_fraction(key) -> bool:
+    """A number that is not integral, written as a number or as text ("0.5", "2.5e0")."""
+    if isinstance(key, bool):
+        return False
+    if isinstance(key, float):
+        return True  # label_key turns integral floats into integers
+    if isinstance(key, str):
+        try:
+            value = float(key)
+        except ValueError:
+            return False
+        return value == value and value not in (float("inf"), float("-inf"))
+    return False
+
+
+def check_classes(keys) -> None:
+    """Refuse K > 2 label values that look like a regression target, not classes.
+
+    Args:
+        keys: the distinct `label_key` values of the training file (more than two).
 
     Raises:
-        LabelError: the file is missing (run `dvc repro prepare`) or holds no two names.
+        LabelError: a value is a number that is not integral, or there are more than
+            MAX_CLASSES values; the message says what is allowed.
+    """
+    keys = list(keys)
+    fractions = sorted((key for key in keys if _is_fraction(key)), key=label_name)
+    if fractions:
+        shown = ", ".join(repr(label_name(key)) for key in fractions[:5])
+        raise LabelError(
+            f"holds numbers that are not integral ({shown}{' ...' if len(fractions) > 5 else ''}"
+            f"): a regression target? The pipeline classifies; allowed: 2 to {MAX_CLASSES} "
+            "classes, named by text or by integers (round or bin the values into classes)")
+    if len(keys) > MAX_CLASSES:
+        raise LabelError(
+            f"holds {len(keys)} distinct values: a regression target or an id? The pipeline "
+            f"classifies; allowed: 2 to {MAX_CLASSES} classes (bin the values into classes)")
+
+
+def map_classes(keys) -> tuple[dict, str]:
+    """Map K > 2 label values to 0 .. K-1 (the module's rule for K > 2).
+
+    Args:
+        keys: the distinct `label_key` values of the training file, more than two, checked by
+            `check_classes`.
+
+    Returns:
+        ({value: 0 .. K-1}, the rule that decided, in words).
+
+    Raises:
+        LabelError: two or fewer values.
+    """
+    keys = list(keys)
+    if len(keys) <= 2:
+        raise LabelError(f"map_classes needs more than two label values, got {keys!r}")
+    if all(_is_number(key) and not isinstance(key, bool) for key in keys):
+        ordered = sorted(keys)
+        rule = (f"{len(keys)} numbers, ascending: {label_name(ordered[0])} is 0, ..., "
+                f"{label_name(ordered[-1])} is {len(keys) - 1}")
+    else:
+        ordered = sorted(keys, key=lambda key: (label_name(key).lower(), label_name(key)))
+        rule = (f"{len(keys)} values sorted as text: {label_name(ordered[0])!r} is 0, ..., "
+                f"{label_name(ordered[-1])!r} is {len(keys) - 1}")
+    return {key: index for index, key in enumerate(ordered)}, rule
+
+
+def read_labels(path: str | Path) -> list[str]:
+    """The names of labels 0 .. K-1 from `source.json` (written by `prepare`), K >= 2.
+
+    Raises:
+        LabelError: the file is missing (run `dvc repro prepare`) or holds no list of at least
+            two names.
     """
     path = Path(path)
     if not path.is_file():
         raise LabelError(f"{path} not found: run `dvc repro prepare` first")
     labels = json.loads(path.read_text()).get("labels")
+    if not (isinstance(labels, list) and len(labels) >= 2
+            and all(isinstance(name, str) for name in labels)):
+        raise LabelError(f"{path} holds no label names (`labels`): run `dvc repro prepare`")
+    return labels
+
+
+def read_label_names(path: str | Path) -> tuple[str, str]:
+    """The names of labels 0 and 1 from `source.json` (written by `prepare`), for the stages
+    that handle two labels so far.
+
+    Raises:
+        LabelError: the file is missing (run `dvc repro prepare`), holds more than two names
+            (K classes: not yet there), or no two names.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise LabelError(f"{path} not found: run `dvc repro prepare` first")
+    labels = json.loads(path.read_text()).get("labels")
+    if (isinstance(labels, list) and len(labels) > 2
+            and all(isinstance(name, str) for name in labels)):
+        raise LabelError(f"{path} holds {len(labels)} labels ({', '.join(map(repr, labels))}): "
+                         "this stage handles two labels so far, K classes are being built "
+                         "(issue 28); prepare two labels to run it")
     if not (isinstance(labels, list) and len(labels) == 2
             and all(isinstance(name, str) for name in labels)):
         raise LabelError(f"{path} holds no two label names (`labels`): run `dvc repro prepare`")

@@ -1,13 +1,14 @@
 """Where the reviews come from: every source becomes the same prepared splits.
 
 `prepare` turns a source into `data/prepared/{train,val,test,unsup}.parquet` (`id`, `text`,
-`label` 0/1 or -1 for unlabelled, `rating`: see `kd.data.splits`) and `source.json` (the label
+`label` 0 .. K-1 or -1 for unlabelled, `rating`: see `kd.data.splits`) and `source.json` (the label
 names, the mapping and the rule that made it, and what the checks counted). The stages after it read
 only those files: they never know where the reviews came from.
 
 Sources (`data.source`):
 - `imdb`, the default: Stanford's tarball at `data.path`, streamed by `kd.data.splits`; its
-  files keep their bytes.
+  files keep their bytes. `data.imdb_label = rating` makes the stars in the file names the label
+  instead of the folder: 8 classes, "1" .. "4" and "7" .. "10" as labels 0 .. 7.
 - `files`: your reviews in the folder `data.path`: a train file and a test file, and optionally
   an unlabelled one for the transfer set. Each is Parquet (`.parquet`), CSV (`.csv`, `.tsv`),
   JSON Lines (`.jsonl`, `.ndjson`, `.json`) or a folder written by `datasets`'
@@ -19,9 +20,11 @@ Sources (`data.source`):
 
 Every file is read and checked before anything is written; bad data stops `prepare` with the
 file, the row and what is wrong: a file that is not what its extension says, bytes that are not
-UTF-8, a malformed row, a missing column, a review without a label, a label column without
-exactly two values (or a test label that train does not have), an empty or whitespace-only
-text, and test texts repeated in train or unlabelled above `data.max_overlap`.
+UTF-8, a malformed row, a missing column, a review without a label, a label column with fewer
+than two values or that looks like a regression target (`kd.data.labels.check_classes`), a
+test label that train does not have, a class too small for the validation split (K > 2,
+`kd.data.splits.check_class_sizes`), an empty or whitespace-only text, and test texts repeated
+in train or unlabelled above `data.max_overlap`.
 
 Empty texts are refused, not dropped: dropping them from the test file would change the test
 split behind the user's back (it is promised untouched), and an empty text in a labelled file
@@ -38,10 +41,20 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from kd.data.labels import IMDB_LABELS, SOURCE_FILE, LabelError, label_key, label_name, map_labels
+from kd.data.labels import (
+    IMDB_LABELS,
+    SOURCE_FILE,
+    LabelError,
+    check_classes,
+    label_key,
+    label_name,
+    map_classes,
+    map_labels,
+)
 from kd.data.splits import (
     ROW_GROUP_ROWS,
     SCHEMA,
@@ -367,19 +380,25 @@ def label_keys(reviews: Reviews, label_column: str) -> list:
     return keys
 
 
-def check_two_labels(reviews: Reviews, keys: list, label_column: str) -> list:
-    """The two label values of the training file.
+def check_label_values(reviews: Reviews, keys: list, label_column: str) -> list:
+    """The K >= 2 label values of the training file, sorted by name.
 
     Raises:
-        DataError: more or fewer than two values: each is listed with its count and first row.
+        DataError: fewer than two values (each listed with its count and first row); more than
+            two that look like a regression target (`kd.data.labels.check_classes`).
     """
     counts = Counter(keys)
-    if len(counts) != 2:
+    if len(counts) < 2:
         listing = "; ".join(f"{label_name(key)!r}: {count} review(s), first at "
                             f"{reviews.row(keys.index(key))}"
                             for key, count in counts.most_common())
         raise DataError(f"{reviews.file}: the label column {label_column!r} holds "
-                        f"{len(counts)} value(s) ({listing}); the pipeline needs exactly two")
+                        f"{len(counts)} value(s) ({listing}); the pipeline needs at least two")
+    if len(counts) > 2:
+        try:
+            check_classes(counts)
+        except LabelError as error:
+            raise DataError(f"{reviews.file}: the label column {label_column!r} {error}") from None
     return sorted(counts, key=label_name)
 
 
@@ -418,19 +437,54 @@ def find_overlap(test: Reviews, test_texts: list[str], train: Reviews, train_tex
     return Overlap(in_train, in_unlabelled, example)
 
 
+IMDB_RATINGS = (1, 2, 3, 4, 7, 8, 9, 10)  # the stars in Stanford's file names (5 and 6: none)
+
+
 class ImdbSource:
-    """Stanford's tarball (`kd.data.splits`): indexed, then streamed into the splits."""
+    """Stanford's tarball (`kd.data.splits`): indexed, then streamed into the splits. The label
+    is the folder (neg 0, pos 1), or with `data.imdb_label = rating` the rating's rank among
+    IMDB_RATINGS (1 star is 0, 10 stars 7)."""
 
     def __init__(self, params: DataParams):
         self.path = Path(params.path)
+        self.by_rating = params.imdb_label == "rating"
+        self.names = ([str(rating) for rating in IMDB_RATINGS] if self.by_rating
+                      else list(IMDB_LABELS))
+        self.labels_from = f"{params.path} (its ratings, data.imdb_label = rating)"
+        self._label_of_rating = {rating: label for label, rating in enumerate(IMDB_RATINGS)}
 
     def index(self) -> dict[str, pa.Table]:
-        return index_tarball(self.path)
+        index = index_tarball(self.path)
+        if not self.by_rating:
+            return index
+        lookup = np.full(max(IMDB_RATINGS) + 1, -2, dtype=np.int64)
+        lookup[list(IMDB_RATINGS)] = range(len(IMDB_RATINGS))
+        for split in ("train", "test"):
+            ratings = index[split]["rating"].to_numpy()
+            outside = (ratings < 0) | (ratings > max(IMDB_RATINGS))
+            labels = np.where(outside, -2, lookup[np.clip(ratings, 0, max(IMDB_RATINGS))])
+            if (labels < 0).any():
+                at = int(np.flatnonzero(labels < 0)[0])
+                raise DataError(
+                    f"{self.path}: review {index[split]['id'][at].as_py()} has rating "
+                    f"{int(ratings[at])}; data.imdb_label = rating allows "
+                    f"{', '.join(map(str, IMDB_RATINGS))}")
+            index[split] = index[split].set_column(
+                index[split].schema.get_field_index("label"), "label",
+                pa.array(labels, pa.int64()))
+        return index
 
     def write(self, splits: dict[str, pa.Table], out_dir: str | Path) -> dict[str, int]:
+        if self.by_rating:
+            return write_splits(self.path, splits, out_dir, self._label_of_rating)
         return write_splits(self.path, splits, out_dir)
 
     def describe(self) -> dict:
+        if self.by_rating:
+            return {"source": "imdb", "imdb_label": "rating", "labels": self.names,
+                    "label_values": {name: label for label, name in enumerate(self.names)},
+                    "label_rule": "IMDb's ratings in the file names (ID_RATING.txt), ascending: "
+                                  "1 star is 0, ..., 10 stars is 7 (there are no 5 or 6)"}
         return {"source": "imdb", "labels": list(IMDB_LABELS),
                 "label_values": {"neg": 0, "pos": 1},
                 "label_rule": "IMDb's folders: neg/ (1-4 stars) is 0, pos/ (7-10 stars) is 1"}
@@ -445,7 +499,7 @@ class FilesSource:
         """Read and check every file: nothing is written before all of them pass.
 
         Raises:
-            DataError: see `read_reviews`, `clean_texts`, `label_keys`, `check_two_labels`;
+            DataError: see `read_reviews`, `clean_texts`, `label_keys`, `check_label_values`;
                 a test label that train lacks; too many test texts also in train or unlabelled.
         """
         folder = Path(params.path)
@@ -461,17 +515,33 @@ class FilesSource:
         train_texts, test_texts = clean_texts(train), clean_texts(test)
         unlabelled_texts = clean_texts(unlabelled) if unlabelled is not None else []
         train_keys, test_keys = label_keys(train, label), label_keys(test, label)
-        values = check_two_labels(train, train_keys, label)
+        values = check_label_values(train, train_keys, label)
         foreign = [index for index, key in enumerate(test_keys) if key not in values]
-        if foreign:
+        if foreign and len(values) == 2:
             raise DataError(
                 f"{test.file}: {len(foreign)} review(s) with a label train does not have, e.g. "
                 f"{label_name(test_keys[foreign[0]])!r} at {test.rows(foreign)}; train's labels "
                 f"are {' and '.join(repr(label_name(value)) for value in values)}")
+        if foreign:
+            raise DataError(
+                f"{test.file}: {len(foreign)} review(s) with a label train does not have in "
+                f"column {label!r}, e.g. {label_name(test_keys[foreign[0]])!r} at "
+                f"{test.rows(foreign)}; allowed: train's labels "
+                f"{', '.join(repr(label_name(value)) for value in values)}")
         try:
-            mapping, self.rule = map_labels(values, params.positive_label)
+            if len(values) == 2:
+                mapping, self.rule = map_labels(values, params.positive_label)
+            elif params.positive_label != "":
+                raise LabelError(
+                    f"the label column {label!r} holds {len(values)} values; "
+                    f"data.positive_label = {params.positive_label!r} applies to two labels "
+                    "only: leave it empty (K > 2 values are mapped by the rule in "
+                    "docs/own-data.md)")
+            else:
+                mapping, self.rule = map_classes(values)
         except LabelError as error:
             raise DataError(f"{train.file}: {error}") from None
+        self.labels_from = f"{train.file}, column {label!r}"
         self.names = [label_name(key) for key, _ in sorted(mapping.items(), key=lambda kv: kv[1])]
         self.overlap = find_overlap(test, test_texts, train, train_texts, unlabelled,
                                     unlabelled_texts)
@@ -576,7 +646,8 @@ def prepare(params: Params, out_dir: str | Path) -> dict:
     source = open_source(params.data)
     splits = make_splits(source.index(), subset_size=params.subset_size,
                          test_size=params.test_size, val_fraction=params.prepare.val_fraction,
-                         seed=params.seed, unsup_size=params.unsup_size)
+                         seed=params.seed, unsup_size=params.unsup_size,
+                         label_names=source.names, labels_from=source.labels_from)
     written = source.write(splits, out_dir)
     description = {**source.describe(), "reviews": written}
     path = Path(out_dir) / SOURCE_FILE

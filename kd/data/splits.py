@@ -1,8 +1,9 @@
 """IMDb reviews: read Stanford's tarball, clean, split, save and load the prepared splits.
 
 The prepared splits are Parquet files that `datasets` loads, one row per review, sorted by id:
-`id` (e.g. "train/pos/123"), `text` (cleaned), `label` (1 positive, 0 negative, -1 unlabelled)
-and `rating` (1-10 stars, 0 when unlabelled).
+`id` (e.g. "train/pos/123"), `text` (cleaned), `label` (1 positive, 0 negative, -1 unlabelled;
+with `data.imdb_label = rating`, the rating's rank 0-7) and `rating` (1-10 stars, 0 when
+unlabelled).
 
 `prepare` reads the tarball twice so that its memory does not grow with the corpus: a first
 pass (`index_tarball`) keeps only each review's id, label, rating and place in the archive,
@@ -13,6 +14,7 @@ one row group (ROW_GROUP_ROWS reviews) at a time.
 
 import hashlib
 import heapq
+import math
 import os
 import re
 import tarfile
@@ -184,21 +186,63 @@ def sample_stratified(reviews: pa.Table, size: int, seed: int, what: str) -> pa.
     return reviews.take(np.sort(kept))
 
 
+def check_class_sizes(train: pa.Table, val_fraction: float, label_names: list[str],
+                      labels_from: str) -> None:
+    """Refuse K > 2 classes that the validation split cannot hold: each class needs at least
+    one review in validation and one left in train.
+
+    The split (sklearn's stratified split) holds out ceil(val_fraction * n) of n reviews and
+    gives a class of c reviews floor(c * share) or one more on each side, so c * n_val >= n and
+    c * n_train >= n put it on both.
+
+    Args:
+        train: the (sampled) training reviews' index rows, `label` in 0 .. K-1.
+        label_names: the names of labels 0 .. K-1, for the message.
+        labels_from: where the labels come from (file and column), for the message.
+
+    Raises:
+        DataError: a class with fewer reviews than that, with the count needed.
+    """
+    total = train.num_rows
+    held_out = math.ceil(val_fraction * total - 1e-9)
+    kept = total - held_out
+    needed = max(math.ceil(total / max(held_out, 1)), math.ceil(total / max(kept, 1)))
+    counts = dict(zip(*np.unique(train["label"].to_numpy(), return_counts=True), strict=True))
+    few = [(name, int(counts.get(label, 0))) for label, name in enumerate(label_names)
+           if counts.get(label, 0) < needed]
+    if few:
+        listing = "; ".join(f"{name!r}: {count}" for name, count in few)
+        raise DataError(
+            f"{labels_from}: {len(few)} class(es) with too few training reviews ({listing}) for "
+            f"prepare.val_fraction = {val_fraction} of {total}: each class needs at least "
+            f"{needed}, so that validation holds one and train keeps one. Allowed: classes "
+            "with that many reviews; add reviews, merge or drop the class, or raise "
+            "subset_size or prepare.val_fraction")
+
+
 def make_splits(index: dict[str, pa.Table], subset_size: int, test_size: int,
-                val_fraction: float, seed: int, unsup_size: int = 0) -> dict[str, pa.Table]:
+                val_fraction: float, seed: int, unsup_size: int = 0,
+                label_names: list[str] | None = None,
+                labels_from: str = "the training reviews") -> dict[str, pa.Table]:
     """Sample train, test and unsup, then carve the validation split out of train (never out
     of test). Only ids, labels and ratings are needed; the texts come in `write_splits`.
 
     Args:
         index: from `index_tarball`.
+        label_names: the names of labels 0 .. K-1; with K > 2, `check_class_sizes` runs on
+            the sampled train before the split (two labels are split as they always were).
+        labels_from: where the labels come from, for `check_class_sizes`' message.
 
     Returns:
         {"train", "val", "test", "unsup"} -> the chosen reviews' index rows, sorted by id.
 
     Raises:
-        DataError: a requested size is larger than the data, or too small to split.
+        DataError: a requested size is larger than the data, or too small to split; a class
+            too small for the validation split (K > 2).
     """
     train = sample_stratified(index["train"], subset_size, seed, "subset_size")
+    if label_names is not None and len(label_names) > 2:
+        check_class_sizes(train, val_fraction, label_names, labels_from)
     test = sample_stratified(index["test"], test_size, seed, "test_size")
     unsup = sample_stratified(index["unsup"], unsup_size, seed, "unsup_size")
     try:
@@ -245,8 +289,8 @@ def _write_merged(runs: list[Path], path: Path) -> int:
     return written
 
 
-def write_splits(path: str | Path, splits: dict[str, pa.Table],
-                 out_dir: str | Path) -> dict[str, int]:
+def write_splits(path: str | Path, splits: dict[str, pa.Table], out_dir: str | Path,
+                 label_of_rating: dict[int, int] | None = None) -> dict[str, int]:
     """Second pass over the tarball: write each split's reviews, texts included, to
     `out_dir/<split>.parquet`, sorted by id, holding a bounded number of texts in memory
     (RUN_ROWS while reading, one row group of ROW_GROUP_ROWS while merging).
@@ -258,6 +302,8 @@ def write_splits(path: str | Path, splits: dict[str, pa.Table],
     Args:
         path: the tarball `splits` was drawn from.
         splits: from `make_splits`.
+        label_of_rating: {rating: label} when the rating is the label (`data.imdb_label`);
+            None keeps the folder's label (neg 0, pos 1).
 
     Returns:
         {split: reviews written}.
@@ -287,6 +333,8 @@ def write_splits(path: str | Path, splits: dict[str, pa.Table],
         for position, _, review_id, label, rating, text in _iter_reviews(path, with_text=True):
             if position >= size or destination[position] < 0:
                 continue
+            if label_of_rating is not None and label >= 0:
+                label = label_of_rating[rating]
             buffers[names[destination[position]]].append((review_id, text, label, rating))
             buffered += 1
             if buffered == RUN_ROWS:
@@ -347,6 +395,24 @@ def _split_file(path: str | Path) -> pq.ParquetFile:
     if not path.is_file():
         raise DataError(f"{path} not found: run `dvc repro prepare` first")
     return pq.ParquetFile(path)
+
+
+def require_two_labels(path: str | Path, stage: str) -> None:
+    """Stop a stage that handles two labels so far on a split prepared with K > 2 (issue 28),
+    before it does any work; reads the label column alone.
+
+    Raises:
+        DataError: the file is missing, or holds a label above 1 (-1 marks unlabelled reviews).
+    """
+    path = Path(path)
+    labels = _split_file(path).read(columns=["label"])["label"]
+    top = pc.max(labels).as_py() if len(labels) else None
+    if top is not None and top > 1:
+        raise DataError(
+            f"{path} holds labels 0 .. {top} ({top + 1} classes; their names in "
+            f"{path.parent}/source.json): `{stage}` handles two labels so far, K classes are "
+            "being built (issue 28); prepare two labels (data.imdb_label = sentiment, or a "
+            "two-value data.label_column) to run it")
 
 
 def load_split(path: str | Path) -> Dataset:

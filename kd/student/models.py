@@ -1,10 +1,15 @@
 """The students: TextCNN (Kim 2014), BiLSTM (Tang et al. 2019) and a small transformer cut from
-the teacher (DistilBERT's recipe). Pure model code: token ids in, one logit per review out.
+the teacher (DistilBERT's recipe). Pure model code: token ids in, logits out: one per review
+for two labels (label 1's log-odds), K per review for K > 2 labels (`num_labels` in each config).
 
 Every student reads the same input: the student tokenizer's ids, right-padded with PAD_ID = 0,
 without [CLS]/[SEP]. Each splits its forward pass in two, `embed` (ids -> word vectors) and
 `classify` (word vectors -> logit), so adversarial training can perturb the word vectors.
 `ARCHS` maps `student.arch` to a model class; nothing else branches on the arch name.
+
+K > 2 labels are built beside the two-label students, never through them: `build_model` picks
+a subclass (`MULTI_LABEL`) whose `classify` returns (B, K); the two-label classes and their
+single-logit head are untouched, so their checkpoints and exports stay as they were.
 """
 
 import json
@@ -18,6 +23,28 @@ from safetensors.torch import save_file
 from torch import nn
 
 from kd.errors import PipelineError
+
+
+def head_width(num_labels: int) -> int:
+    """Logits per review: 1 for two labels (label 1's log-odds), K for K > 2 labels.
+
+    Raises:
+        ValueError: fewer than two labels.
+    """
+    if num_labels < 2:
+        raise ValueError(f"num_labels = {num_labels}: a classifier needs at least two labels")
+    return 1 if num_labels == 2 else num_labels
+
+
+def _check_two_label_class(model: nn.Module, config, base: type) -> None:
+    """A K > 2 config must come through `build_model` (its `classify` returns (B, K)).
+
+    Raises:
+        ValueError: fewer than two labels, or K > 2 labels in the two-label class.
+    """
+    if head_width(config.num_labels) > 1 and type(model).classify is base.classify:
+        raise ValueError(f"{base.__name__} with num_labels = {config.num_labels}: build it with "
+                         f"build_model, which picks {MULTI_LABEL[base].__name__}")
 
 
 class Student(nn.Module):
@@ -57,6 +84,7 @@ class TextCNNConfig:
     ngram_order: int = 0  # linear n-gram branch over 1..ngram_order-grams; 0 = none
     ngram_buckets: int = 1 << 20  # hashed rows for the 2..ngram_order-grams
     pad_id: int = 0  # its embedding stays zero
+    num_labels: int = 2  # 2: one logit; K > 2: K logits (TextCNNMulti)
 
     def __post_init__(self):
         object.__setattr__(self, "kernel_sizes", tuple(self.kernel_sizes))
@@ -80,9 +108,16 @@ class TextCNN(Student):
             for width in config.kernel_sizes
         )
         self.dropout = nn.Dropout(config.dropout)
-        self.output = nn.Linear(config.num_filters * len(config.kernel_sizes), 1)
-        self.ngrams = (NgramBag(config.vocab_size, config.ngram_order, config.ngram_buckets,
-                                config.pad_id) if config.ngram_order > 0 else NoNgrams())
+        _check_two_label_class(self, config, TextCNN)
+        width = head_width(config.num_labels)
+        self.output = nn.Linear(config.num_filters * len(config.kernel_sizes), width)
+        if width == 1:
+            self.ngrams = (NgramBag(config.vocab_size, config.ngram_order, config.ngram_buckets,
+                                    config.pad_id) if config.ngram_order > 0 else NoNgrams())
+        else:
+            self.ngrams = (NgramBagMulti(config.vocab_size, config.ngram_order,
+                                         config.ngram_buckets, config.pad_id, width)
+                           if config.ngram_order > 0 else NoNgramsMulti(width))
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.embedding(input_ids)
@@ -117,13 +152,14 @@ class NgramBag(nn.Module):
     zero: the branch adds nothing until training finds n-grams worth a weight.
     """
 
-    def __init__(self, vocab_size: int, order: int, buckets: int, pad_id: int = 0):
+    def __init__(self, vocab_size: int, order: int, buckets: int, pad_id: int = 0,
+                 width: int = 1):
         super().__init__()
         self.vocab_size, self.order, self.buckets, self.pad_id = vocab_size, order, buckets, pad_id
         # A prime well above the vocabulary: n-gram indices are reduced modulo it at each step,
         # so the int64 arithmetic never overflows, whatever the order.
         self.prime = 2_147_483_647
-        self.weights = nn.Embedding(vocab_size + buckets, 1)
+        self.weights = nn.Embedding(vocab_size + buckets, width)  # width: NgramBagMulti's K
         nn.init.zeros_(self.weights.weight)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -148,6 +184,55 @@ class NoNgrams(nn.Module):
         return torch.zeros(input_ids.shape[0], device=input_ids.device)
 
 
+class NgramBagMulti(NgramBag):
+    """`NgramBag` for K > 2 labels: K weights per word piece and per bucket, (B, K) out."""
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Args: input_ids (B, L). Returns: (B, K)."""
+        valid = input_ids != self.pad_id  # (B, L)
+        total = (self.weights(input_ids) * valid.unsqueeze(2)).sum(dim=1)  # (B, K)
+        count = valid.sum(dim=1, keepdim=True)  # (B, 1)
+        index = input_ids
+        for order in range(2, self.order + 1):
+            index = (index[:, :-1] * self.vocab_size + input_ids[:, order - 1:]) % self.prime
+            valid = valid[:, :-1] & (input_ids[:, order - 1:] != self.pad_id)  # (B, L-order+1)
+            rows = self.vocab_size + index % self.buckets
+            total = total + (self.weights(rows) * valid.unsqueeze(2)).sum(dim=1)  # (B, K)
+            count = count + valid.sum(dim=1, keepdim=True)
+        return total / count.clamp(min=1).float().sqrt()
+
+
+class NoNgramsMulti(nn.Module):
+    """The K-label TextCNN without its n-gram branch: adds zeros (B, K)."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.width = width
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(input_ids.shape[0], self.width, device=input_ids.device)
+
+
+class TextCNNMulti(TextCNN):
+    """TextCNN for K > 2 labels: the same features, K logits (B, K)."""
+
+    def classify(self, embedded: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        """As `TextCNN.classify` (windows inside the review only), without the squeeze."""
+        if len(self.convs) == 0:  # the n-gram branch alone
+            return self.output.bias + self.ngrams(input_ids)  # (B, K)
+        lengths = (input_ids != self.pad_id).sum(dim=1, keepdim=True)  # (B, 1)
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)  # (L,)
+        channels = embedded.transpose(1, 2)  # (B, E, L)
+        pooled = []
+        for conv in self.convs:
+            width = conv.kernel_size[0]
+            features = conv(channels).relu()  # (B, F, L - width + 1)
+            inside = positions[:features.shape[2]] + width <= lengths  # (B, L - width + 1)
+            pooled.append((features * inside.unsqueeze(1)).amax(dim=2))  # (B, F)
+        features = self.dropout(torch.cat(pooled, dim=1))  # (B, kernels * F)
+        return self.output(features) + self.ngrams(input_ids)  # (B, K)
+
+
 @dataclass(frozen=True)
 class BiLSTMConfig:
     vocab_size: int
@@ -155,6 +240,7 @@ class BiLSTMConfig:
     hidden_size: int = 128  # per direction
     dropout: float = 0.5  # on the pooled features and on the hidden layer
     pad_id: int = 0
+    num_labels: int = 2  # 2: one logit; K > 2: K logits (BiLSTMMulti)
 
 
 class BiLSTM(Student):
@@ -176,7 +262,8 @@ class BiLSTM(Student):
         self.backward_lstm = nn.LSTM(config.embed_dim, config.hidden_size, batch_first=True)
         self.dropout = nn.Dropout(config.dropout)
         self.hidden = nn.Linear(2 * config.hidden_size, config.hidden_size)
-        self.output = nn.Linear(config.hidden_size, 1)
+        _check_two_label_class(self, config, BiLSTM)
+        self.output = nn.Linear(config.hidden_size, head_width(config.num_labels))
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.embedding(input_ids)
@@ -198,6 +285,25 @@ class BiLSTM(Student):
         return self.output(self.dropout(self.hidden(pooled).relu())).squeeze(1)  # (B,)
 
 
+class BiLSTMMulti(BiLSTM):
+    """BiLSTM for K > 2 labels: the same features, K logits (B, K)."""
+
+    def classify(self, embedded: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        """As `BiLSTM.classify`, without the squeeze."""
+        valid = input_ids != self.pad_id  # (B, L)
+        lengths = valid.sum(dim=1, keepdim=True)  # (B, 1)
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)  # (L,)
+        reverse = (lengths - 1 - positions).clamp(min=0)  # (B, L)
+        reversed_embedded = embedded.gather(
+            1, reverse.unsqueeze(2).expand(-1, -1, embedded.shape[2]))  # (B, L, E)
+        forward_states, _ = self.forward_lstm(embedded)  # (B, L, H)
+        backward_states, _ = self.backward_lstm(reversed_embedded)  # (B, L, H)
+        states = torch.cat([forward_states, backward_states], dim=2)  # (B, L, 2H)
+        states = states.masked_fill(~valid.unsqueeze(2), -1e4)
+        pooled = self.dropout(states.amax(dim=1))  # (B, 2H)
+        return self.output(self.dropout(self.hidden(pooled).relu()))  # (B, K)
+
+
 @dataclass(frozen=True)
 class TransformerConfig:
     bert: dict = field(default_factory=dict)  # the teacher's BertConfig, cut to `layers`
@@ -206,6 +312,7 @@ class TransformerConfig:
     cls_id: int = 101
     sep_id: int = 102
     pad_id: int = 0
+    num_labels: int = 2  # 2: one logit; K > 2: K logits (TransformerMulti)
 
 
 class TransformerStudent(Student):
@@ -230,7 +337,8 @@ class TransformerStudent(Student):
         self.cls_id, self.sep_id, self.pad_id = config.cls_id, config.sep_id, config.pad_id
         self.bert = BertModel(BertConfig(**config.bert), add_pooling_layer=True)
         self.dropout = nn.Dropout(self.bert.config.hidden_dropout_prob)
-        self.output = nn.Linear(self.bert.config.hidden_size, 1)
+        _check_two_label_class(self, config, TransformerStudent)
+        self.output = nn.Linear(self.bert.config.hidden_size, head_width(config.num_labels))
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.bert.embeddings.word_embeddings(input_ids)
@@ -260,12 +368,25 @@ class TransformerStudent(Student):
         return self.output(self.dropout(hidden)).squeeze(1)  # (B,)
 
 
+class TransformerMulti(TransformerStudent):
+    """The transformer student for K > 2 labels: K logits (B, K). Its head has the shape of
+    the teacher's classifier, so `seed_transformer` copies it row by row."""
+
+    def classify(self, embedded: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        logits = super().classify(embedded, input_ids)  # (B, K): squeeze(1) leaves K > 1 be
+        return logits
+
+
 # student.arch -> (config class, model class). The one place that knows the architectures.
 ARCHS = {
     "textcnn": (TextCNNConfig, TextCNN),
     "bilstm": (BiLSTMConfig, BiLSTM),
     "transformer": (TransformerConfig, TransformerStudent),
 }
+
+
+# A two-label class -> its K > 2 labels twin; `build_model` picks it from the config.
+MULTI_LABEL = {TextCNN: TextCNNMulti, BiLSTM: BiLSTMMulti, TransformerStudent: TransformerMulti}
 
 
 class Ensemble(Student):
@@ -350,11 +471,16 @@ def teacher_layers(total: int, keep: int) -> list[int]:
 
 
 def seed_transformer(model: TransformerStudent, teacher: dict[str, torch.Tensor],
-                     layers: list[int], positive: int = 1) -> None:
+                     layers: list[int], positive: int = 1, rows: list[int] | None = None) -> None:
     """Copy the teacher's embeddings, the chosen layers (in order), pooler and classifier.
 
     The teacher's two-way classifier becomes the student's one logit: the positive-class
-    log-odds of a softmax is (w_pos - w_neg) . h + (b_pos - b_neg).
+    log-odds of a softmax is (w_pos - w_neg) . h + (b_pos - b_neg). A K > 2 label student
+    (`TransformerMulti`) takes the teacher's K rows as they are, in the order `rows` gives
+    (the teacher's row of each of the data's labels; None: the teacher's own order).
+
+    Raises:
+        PipelineError: a K-label student and a teacher classifier of another size.
     """
     prefix = next(name.split("embeddings.")[0] for name in teacher if "embeddings." in name)
     state = {}
@@ -366,6 +492,14 @@ def seed_transformer(model: TransformerStudent, teacher: dict[str, torch.Tensor]
         state[name] = teacher[prefix + source]
     model.bert.load_state_dict(state)
     weight, bias = teacher["classifier.weight"], teacher["classifier.bias"]  # (2, H), (2,)
+    if model.output.out_features > 1:  # K > 2 labels: (K, H), (K,)
+        if weight.shape[0] != model.output.out_features:
+            raise PipelineError(f"the teacher's classifier has {weight.shape[0]} rows; this "
+                                f"student has {model.output.out_features} labels")
+        order = list(range(weight.shape[0])) if rows is None else rows
+        model.output.weight.data.copy_(weight[order])
+        model.output.bias.data.copy_(bias[order])
+        return
     negative = 1 - positive
     model.output.weight.data.copy_((weight[positive] - weight[negative]).unsqueeze(0))
     model.output.bias.data.fill_(float(bias[positive] - bias[negative]))
@@ -378,7 +512,10 @@ def save_checkpoint(model: Student, path: str | Path, meta: dict) -> None:
     The header holds one key: safetensors writes its metadata map in no fixed order, so
     several keys would give different bytes for the same checkpoint from run to run.
     """
-    student = {"arch": arch_of(model), "config": asdict(model.config), "meta": meta}
+    config = asdict(model.config)
+    if config["num_labels"] == 2:  # the default: two-label checkpoints keep their bytes
+        del config["num_labels"]
+    student = {"arch": arch_of(model), "config": config, "meta": meta}
     if isinstance(model, Ensemble):
         student["members"] = len(model.members)
     header = {"student": json.dumps(student, sort_keys=True)}
@@ -388,9 +525,13 @@ def save_checkpoint(model: Student, path: str | Path, meta: dict) -> None:
 
 
 def build_model(arch: str, config: dict) -> Student:
-    """A randomly initialised student of `arch` from its config's fields."""
+    """A randomly initialised student of `arch` from its config's fields; with
+    `num_labels` > 2, the arch's K-label twin (`MULTI_LABEL`)."""
     config_class, model_class = ARCHS[arch]
-    return model_class(config_class(**config))
+    config = config_class(**config)
+    if config.num_labels > 2:
+        model_class = MULTI_LABEL[model_class]
+    return model_class(config)
 
 
 def load_checkpoint(path: str | Path) -> tuple[Student, dict]:

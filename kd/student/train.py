@@ -46,11 +46,15 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     sigmoid(logits / T) against `labels` (temperature scaling, Guo et al. 2017).
 
     One scalar, so the ranking (accuracy, ROC-AUC) is unchanged and only the confidence moves.
+    With K > 2 labels, the T that minimises the cross-entropy of softmax(logits / T): one
+    scalar again, so the top label never changes.
 
     Args:
-        logits: (N,) a model's logits on held-out reviews.
-        labels: (N,) 0/1.
+        logits: (N,) a model's logits on held-out reviews; (N, K) for K > 2 labels.
+        labels: (N,) 0/1; 0 .. K-1 for (N, K) logits.
     """
+    if np.ndim(logits) == 2:
+        return _fit_class_temperature(logits, labels)
     logits_t = torch.from_numpy(np.asarray(logits, dtype=np.float64))
     labels_t = torch.from_numpy(np.asarray(labels, dtype=np.float64))
     log_temperature = torch.zeros((), dtype=torch.float64, requires_grad=True)
@@ -60,6 +64,23 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
         optimizer.zero_grad()
         loss = torch.nn.functional.binary_cross_entropy_with_logits(
             logits_t / log_temperature.exp(), labels_t)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return float(log_temperature.detach().exp())
+
+
+def _fit_class_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """`fit_temperature` for K > 2 labels: logits (N, K), labels (N,) in 0 .. K-1."""
+    logits_t = torch.from_numpy(np.asarray(logits, dtype=np.float64))  # (N, K)
+    labels_t = torch.from_numpy(np.asarray(labels, dtype=np.int64))  # (N,)
+    log_temperature = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_temperature], max_iter=100, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(logits_t / log_temperature.exp(), labels_t)
         loss.backward()
         return loss
 

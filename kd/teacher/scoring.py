@@ -6,7 +6,8 @@ over whole planned batches (in this process, or inside a Ray actor: `kd.teacher.
 `assemble` puts the logits back in the reviews' order. `score_split` streams a prepared split
 through them chunk by chunk, so memory does not grow with the split.
 
-Soft labels are one Parquet file per split (`id`, `teacher_logits` as [negative, positive]),
+Soft labels are one Parquet file per split (`id`, `teacher_logits` as [negative, positive];
+with K > 2 labels, K logits in the data's label order: `match_teacher_labels`),
 in the prepared split's order, with metadata in the file itself: which teacher (sha256 of its
 weights), tokenizer, max length, truncation, and the fingerprint of the prepared split it
 scored. They are written to a temporary file and renamed, so a failed run leaves none.
@@ -44,6 +45,13 @@ _SOFT_LABEL_SCHEMA = pa.schema([("id", pa.string()),
                                 ("teacher_logits", pa.list_(pa.float32(), 2))])
 
 
+def _soft_label_schema(width: int) -> pa.Schema:
+    """Two labels: the schema soft labels always had; K > 2: K logits a review."""
+    if width == 2:
+        return _SOFT_LABEL_SCHEMA
+    return pa.schema([("id", pa.string()), ("teacher_logits", pa.list_(pa.float32(), width))])
+
+
 class TeacherError(PipelineError):
     """The teacher folder or its soft labels are missing, wrong, or stale."""
 
@@ -72,15 +80,16 @@ def teacher_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def check_teacher(path: str | Path):
-    """Check that `path` holds a 2-label sequence classifier with safetensors weights.
+def check_teacher(path: str | Path, num_labels: int = 2):
+    """Check that `path` holds a `num_labels`-label sequence classifier with safetensors
+    weights (2 unless the data has K > 2 labels: then see `match_teacher_labels` too).
 
     Returns:
         The model's `transformers` config.
 
     Raises:
-        TeacherError: the folder is missing, is not a Hugging Face checkpoint, is not a 2-label
-            sequence classifier, or has no safetensors weights.
+        TeacherError: the folder is missing, is not a Hugging Face checkpoint, is not a
+            `num_labels`-label sequence classifier, or has no safetensors weights.
     """
     from transformers import AutoConfig
 
@@ -95,13 +104,58 @@ def check_teacher(path: str | Path):
     if not any(name.endswith("ForSequenceClassification") for name in architectures):
         raise TeacherError(f"{path} is not a sequence classifier (architectures: {architectures});"
                            " the teacher must be an *ForSequenceClassification checkpoint")
-    if config.num_labels != 2:
+    if num_labels == 2 and config.num_labels != 2:
         raise TeacherError(f"{path} has {config.num_labels} labels; the teacher must have 2 "
                            "(negative, positive)")
+    if num_labels != 2 and config.num_labels != num_labels:
+        raise TeacherError(
+            f"{path} has {config.num_labels} labels ({', '.join(map(repr, _names(config)))}); "
+            f"the data has {num_labels}: the teacher must have the data's labels")
     if not _weights_files(path):
         raise TeacherError(f"{path} has no *.safetensors weights; convert the checkpoint with "
                            "`model.save_pretrained(path)` (we never unpickle weights)")
     return config
+
+
+def _names(config) -> list[str]:
+    """The teacher's label names in output order (`id2label`)."""
+    return [str(config.id2label[index]) for index in range(config.num_labels)]
+
+
+def match_teacher_labels(config, data_labels: Sequence[str], path: str | Path) -> list[int]:
+    """For K > 2 labels: which teacher output is each of the data's labels, matched by name
+    (`id2label`; case and surrounding spaces ignored), so soft labels and a seeded student
+    follow the data's label order whatever the teacher's.
+
+    Args:
+        config: the teacher's config (`check_teacher`).
+        data_labels: the names of labels 0 .. K-1 (`kd.data.labels.read_labels`).
+
+    Returns:
+        rows: rows[k] is the teacher output of the data's label k.
+
+    Raises:
+        TeacherError: another number of labels, or names that do not match: both sets are
+            named, and what each side lacks.
+    """
+    teacher = _names(config)
+    if len(teacher) != len(data_labels):
+        raise TeacherError(
+            f"{path} has {len(teacher)} labels ({', '.join(map(repr, teacher))}); the data has "
+            f"{len(data_labels)} ({', '.join(map(repr, data_labels))}): the teacher must have "
+            "the data's labels")
+    key = {name.strip().lower(): index for index, name in enumerate(teacher)}
+    wanted = [name.strip().lower() for name in data_labels]
+    if len(key) != len(teacher) or set(key) != set(wanted):
+        lacking = [name for name in data_labels if name.strip().lower() not in key]
+        extra = [name for name in teacher if name.strip().lower() not in set(wanted)]
+        raise TeacherError(
+            f"{path}'s labels do not match the data's by name: the teacher has "
+            f"{{{', '.join(map(repr, teacher))}}}, the data {{{', '.join(map(repr, data_labels))}}}"
+            f" (the teacher lacks {', '.join(map(repr, lacking)) or 'none'}; the data lacks "
+            f"{', '.join(map(repr, extra)) or 'none'}). Name the teacher's outputs as the data "
+            "does (id2label in its config.json), or choose a teacher made for these labels")
+    return [key[name] for name in wanted]
 
 
 def positive_index(config) -> int:
@@ -228,7 +282,8 @@ def plan_batches(tokenizer, texts: Sequence[str] | pa.Array | pa.ChunkedArray, m
 @torch.inference_mode()
 def score_batches(model, batches: Iterable[PlannedBatch], positive: int = 1,
                   device: torch.device | None = None, precision: str = "bf16",
-                  progress: Callable[[int], object] | None = None) -> list[np.ndarray]:
+                  progress: Callable[[int], object] | None = None,
+                  rows: Sequence[int] | None = None) -> list[np.ndarray]:
     """The teacher's logits for each planned batch, batch by batch, as planned.
 
     This is what every engine runs: the local one in this process, the Ray one in each actor.
@@ -237,9 +292,12 @@ def score_batches(model, batches: Iterable[PlannedBatch], positive: int = 1,
 
     Args:
         progress: called with the number of reviews after each batch.
+        rows: K > 2 labels: the teacher output of each of the data's labels
+            (`match_teacher_labels`); None for two labels, ordered by `positive`.
 
     Returns:
-        One float32 array (B, 2) of [negative, positive] logits per batch.
+        One float32 array (B, 2) of [negative, positive] logits per batch; (B, K) in the
+        data's label order with `rows`.
     """
     device = device or torch.device("cpu")
     outputs = []
@@ -252,18 +310,21 @@ def score_batches(model, batches: Iterable[PlannedBatch], positive: int = 1,
             output = model(input_ids=input_ids.to(device),
                            attention_mask=attention_mask.to(device))
             logits = output.logits.float().cpu()  # (B, 2)
-            outputs.append(logits[:, [1 - positive, positive]].numpy())
+            if rows is None:
+                outputs.append(logits[:, [1 - positive, positive]].numpy())
+            else:  # K > 2 labels: the data's order
+                outputs.append(logits[:, list(rows)].numpy())
             if progress is not None:
                 progress(len(batch.rows))
     return outputs
 
 
 def assemble(batches: list[PlannedBatch], batch_logits: list[np.ndarray],
-             reviews: int) -> np.ndarray:
+             reviews: int, width: int = 2) -> np.ndarray:
     """Put each batch's logits back at its reviews' places.
 
     Returns:
-        float32 array (reviews, 2).
+        float32 array (reviews, width): width 2, or K for K > 2 labels.
 
     Raises:
         TeacherError: a batch's logits are missing or of the wrong shape (an engine lost one).
@@ -271,9 +332,9 @@ def assemble(batches: list[PlannedBatch], batch_logits: list[np.ndarray],
     if len(batch_logits) != len(batches):
         raise TeacherError(f"the engine returned logits for {len(batch_logits)} batches of "
                            f"{len(batches)}; no soft labels were written")
-    logits = np.zeros((reviews, 2), dtype=np.float32)
+    logits = np.zeros((reviews, width), dtype=np.float32)
     for batch, values in zip(batches, batch_logits, strict=True):
-        if values.shape != (len(batch.rows), 2):
+        if values.shape != (len(batch.rows), width):
             raise TeacherError(f"the engine returned logits of shape {values.shape} for a "
                                f"batch of {len(batch.rows)} reviews")
         logits[batch.rows] = values
@@ -320,21 +381,23 @@ def iter_chunks(path: str | Path, columns: list[str], size: int) -> Iterator[pa.
 
 
 def write_soft_labels(path: str | Path, chunks: Iterable[tuple[list[str], np.ndarray]],
-                      meta: dict) -> int:
+                      meta: dict, width: int = 2) -> int:
     """Write soft labels chunk by chunk, keyed by review id, with `meta` in the file itself.
 
     The file is written under a temporary name in the same folder and renamed when complete:
     if `chunks` raises (a failed engine, an interrupted run), no soft-label file is left.
 
     Args:
-        chunks: (review ids, float32 (N, 2) logits) pairs, in the order to write them.
+        chunks: (review ids, float32 (N, width) logits) pairs, in the order to write them.
+        width: logits a review: 2, or K for K > 2 labels.
 
     Returns:
         The number of reviews written.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    schema = _SOFT_LABEL_SCHEMA.with_metadata({_META_KEY: json.dumps(meta, sort_keys=True)})
+    schema = _soft_label_schema(width).with_metadata(
+        {_META_KEY: json.dumps(meta, sort_keys=True)})
     # Beside the file (so the rename is atomic), named for this process; created as any file.
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     written = 0
@@ -347,7 +410,7 @@ def write_soft_labels(path: str | Path, chunks: Iterable[tuple[list[str], np.nda
                 writer.write_table(pa.table({
                     "id": pa.array(ids, pa.string()),
                     "teacher_logits": pa.FixedSizeListArray.from_arrays(
-                        pa.array(teacher_logits.reshape(-1)), 2),
+                        pa.array(teacher_logits.reshape(-1)), width),
                 }, schema=schema))
                 written += len(teacher_logits)
             if written == 0:  # one empty row group, as a whole-table write gives
@@ -361,8 +424,10 @@ def write_soft_labels(path: str | Path, chunks: Iterable[tuple[list[str], np.nda
 
 def save_soft_labels(path: str | Path, ids: list[str], teacher_logits: np.ndarray,
                      meta: dict) -> None:
-    """Write soft labels keyed by review id, with `meta` stored in the file itself."""
-    write_soft_labels(path, [(ids, teacher_logits)], meta)
+    """Write soft labels (N, 2) or, for K > 2 labels, (N, K) keyed by review id, with `meta`
+    stored in the file itself."""
+    width = np.shape(teacher_logits)[1] if np.ndim(teacher_logits) == 2 else 2
+    write_soft_labels(path, [(ids, teacher_logits)], meta, width=width)
 
 
 def load_soft_labels(path: str | Path, ids: list[str], expected: dict) -> np.ndarray:
@@ -374,7 +439,8 @@ def load_soft_labels(path: str | Path, ids: list[str], expected: dict) -> np.nda
         expected: metadata values that must match (e.g. `data_fingerprint`).
 
     Returns:
-        float32 array (N, 2) of [negative, positive] teacher logits aligned with `ids`.
+        float32 array (N, 2) of [negative, positive] teacher logits aligned with `ids`; (N, K)
+        for a K > 2 label file.
 
     Raises:
         TeacherError: missing file, no metadata, a mismatched value, or a review without logits.
@@ -398,9 +464,10 @@ def load_soft_labels(path: str | Path, ids: list[str], expected: dict) -> np.nda
     if missing:
         raise TeacherError(f"{path} has no teacher logits for {len(missing)} review(s), e.g. "
                            f"{missing[0]!r}; rescore with `dvc repro teacher_infer`")
-    # (N, 2) even for an empty split (own data without an unlabelled file).
+    # (N, 2) even for an empty split (own data without an unlabelled file); (N, K) for K > 2.
+    width = table.schema.field("teacher_logits").type.list_size
     all_logits = np.asarray(table.column("teacher_logits").to_pylist(),
-                            dtype=np.float32).reshape(-1, 2)
+                            dtype=np.float32).reshape(-1, width)
     return all_logits[[row_of[review_id] for review_id in ids]]
 
 

@@ -77,6 +77,11 @@ def test_committed_params_are_valid():
                                      "share in [0, 1]"),
     ({"data": {"positive_label": True}}, "`data.positive_label` = True"),
     ({"data": {"path": ""}}, "`data.path` = ''"),
+    ({"data": {"imdb_label": "stars"}}, "`data.imdb_label` = 'stars' is not allowed; it must be "
+                                        "one of sentiment, rating"),
+    ({"data": {"source": "files", "path": "data/own", "train": "train.csv", "test": "test.csv",
+               "imdb_label": "rating"}},
+     "`data.imdb_label` = 'rating' is not allowed; it applies to data.source = imdb only"),
     ({"data": {"train_file": "x"}}, "unknown key(s) data.train_file"),
     ({"finetune": {"lr": 0}}, "`finetune.lr` = 0 is not allowed; it must be a number > 0"),
     ({"finetune": {"warmup": 1}}, "`finetune.warmup` = 1 is not allowed; it must be a share of "

@@ -9,8 +9,15 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from helpers import REPO, make_rows, write_rows
-from kd.data.labels import LabelError, label_key, map_labels, read_label_names
+from helpers import REPO, make_rows, write_rows, write_tarball
+from kd.data.labels import (
+    LabelError,
+    label_key,
+    label_name,
+    map_classes,
+    map_labels,
+    read_label_names,
+)
 from kd.data.sources import prepare
 from kd.data.splits import SPLITS, DataError, index_tarball, make_splits, write_splits
 from kd.params import parse_params
@@ -177,6 +184,18 @@ GOOD_TRAIN = "review,sentiment\n" + "".join(
     f"review number {index} {'great' if index % 2 else 'awful'},{'pos' if index % 2 else 'neg'}\n"
     for index in range(20))
 
+
+
+def _labelled(labels, per_label: int, start: int = 0) -> str:
+    """A CSV header, then `per_label` distinct reviews for each label, round robin."""
+    rows = [(label, index) for index in range(per_label) for label in labels]
+    return "review,sentiment\n" + "".join(
+        f"review number {start + at} about {label},{label}\n" for at, (label, _) in
+        enumerate(rows))
+
+
+THREE_TRAIN = _labelled(["neg", "neutral", "pos"], 10)
+
 BAD_DATA = {
     "missing text column": (
         {"train.csv": _csv(GOOD_TRAIN.replace("review,", "text,", 1))}, {},
@@ -189,15 +208,34 @@ BAD_DATA = {
         {"train.parquet": pa.table({"review": ["a", "b"]})}, {"train": "train.parquet"},
         "reviews/train.parquet has no column 'sentiment' (data.label_column); its columns: "
         "'review'"),
-    "three label values": (
-        {"train.csv": _csv(GOOD_TRAIN + "a so-so film,mixed\n")}, {},
-        "reviews/train.csv: the label column 'sentiment' holds 3 value(s) ('neg': 10 "
-        "review(s), first at row 1 (line 2); 'pos': 10 review(s), first at row 2 (line 3); "
-        "'mixed': 1 review(s), first at row 21 (line 22)); the pipeline needs exactly two"),
     "one label value": (
         {"train.csv": _csv("review,sentiment\ngood,pos\nfine,pos\n")}, {},
-        "holds 1 value(s) ('pos': 2 review(s), first at row 1 (line 2)); the pipeline needs "
-        "exactly two"),
+        "reviews/train.csv: the label column 'sentiment' holds 1 value(s) ('pos': 2 review(s), "
+        "first at row 1 (line 2)); the pipeline needs at least two"),
+    "a regression target: fractions": (
+        {"train.csv": _csv(_labelled([0.5, 1.5, 2.5, 3], 10))}, {},
+        "reviews/train.csv: the label column 'sentiment' holds numbers that are not integral "
+        "('0.5', '1.5', '2.5'): a regression target? The pipeline classifies; allowed: 2 to 50 "
+        "classes, named by text or by integers"),
+    "a regression target: too many values": (
+        {"train.csv": _csv(_labelled(range(51), 2))}, {},
+        "reviews/train.csv: the label column 'sentiment' holds 51 distinct values: a "
+        "regression target or an id? The pipeline classifies; allowed: 2 to 50 classes"),
+    "a class too small for the validation split": (
+        {"train.csv": _csv(_labelled(["neg", "pos"], 12) + _labelled(["neutral"], 6, 24)
+                           .split("\n", 1)[1])}, {},
+        "reviews/train.csv, column 'sentiment': 1 class(es) with too few training reviews "
+        "('neutral': 6) for prepare.val_fraction = 0.1 of 30: each class needs at least 10, "
+        "so that validation holds one and train keeps one. Allowed: classes with that many"),
+    "a test label train lacks, three classes": (
+        {"train.csv": _csv(THREE_TRAIN), "test.csv": _csv(GOOD_TEST + "meh,mixed\n")}, {},
+        "reviews/test.csv: 1 review(s) with a label train does not have in column "
+        "'sentiment', e.g. 'mixed' at row 3 (line 4); allowed: train's labels 'neg', "
+        "'neutral', 'pos'"),
+    "positive_label with three classes": (
+        {"train.csv": _csv(THREE_TRAIN)}, {"positive_label": "pos"},
+        "reviews/train.csv: the label column 'sentiment' holds 3 values; data.positive_label = "
+        "'pos' applies to two labels only: leave it empty"),
     "a test label train lacks": (
         {"test.csv": _csv(GOOD_TEST + "meh,neutral\n")}, {},
         "reviews/test.csv: 1 review(s) with a label train does not have, e.g. 'neutral' at "
@@ -310,3 +348,70 @@ def test_a_datasetdict_folder_names_its_splits(tmp_path):
                                         r"\(splits: train, test\): name one split's folder, "
                                         r"e.g. data.train = saved/train"):
         prepare(params_for(tmp_path, train="saved", test="saved/test"), tmp_path / "out")
+
+
+# K > 2 classes: the names kept, mapped by the rule in kd.data.labels, every class in both
+# train and validation.
+@pytest.mark.parametrize(("values", "names", "rule"), [
+    (["10", "9", "1", "2"], ["1", "2", "9", "10"], "4 numbers, ascending"),  # not "10" < "9"
+    ([3, -1, 0], ["-1", "0", "3"], "3 numbers, ascending"),
+    (["positive", "Neutral", "negative"], ["negative", "Neutral", "positive"],
+     "3 values sorted as text"),
+    (["b", 2, "a"], ["2", "a", "b"], "3 values sorted as text"),  # mixed: as text
+])
+def test_more_than_two_values_are_mapped_by_the_stated_rule(values, names, rule):
+    mapping, stated = map_classes([label_key(value) for value in values])
+    assert [label_name(key) for key, _ in sorted(mapping.items(), key=lambda kv: kv[1])] == names
+    assert sorted(mapping.values()) == list(range(len(values)))
+    assert stated.startswith(rule)
+
+
+def test_three_classes_become_the_prepared_splits(tmp_path):
+    folder = tmp_path / "reviews"
+    folder.mkdir()
+    _write_case(folder, {"train.csv": _csv(THREE_TRAIN),
+                         "test.csv": _csv(GOOD_TEST + "a so-so film,neutral\n")})
+    out = tmp_path / "prepared"
+    description = prepare(params_for(folder), out)
+    assert description["labels"] == ["neg", "neutral", "pos"]
+    assert description["label_values"] == {"neg": 0, "neutral": 1, "pos": 2}
+    assert description["label_rule"].startswith("3 values sorted as text")
+    assert json.loads((out / "source.json").read_text())["labels"] == ["neg", "neutral", "pos"]
+    assert description["reviews"] == {"train": 27, "val": 3, "test": 3, "unsup": 0}
+    # Each review's label is its class's place: the text names the class it was written with.
+    for name in ("train", "val"):
+        rows = read_split(out, name)
+        assert all(row["text"].endswith(["neg", "neutral", "pos"][row["label"]]) for row in rows)
+    assert sorted(row["label"] for row in read_split(out, "val")) == [0, 1, 2]
+    assert [row["label"] for row in read_split(out, "test")] == [2, 0, 1]
+
+
+def test_imdb_rating_is_an_eight_class_label(tmp_path):
+    tarball = write_tarball(tmp_path / "aclImdb_v1.tar.gz", reviews_per_folder=100)
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["data"].update({"path": str(tarball), "imdb_label": "rating"})
+    description = prepare(parse_params(raw), tmp_path / "prepared")
+    assert description["labels"] == ["1", "2", "3", "4", "7", "8", "9", "10"]
+    assert description["label_values"]["10"] == 7
+    assert description["imdb_label"] == "rating"
+    rank = {1: 0, 2: 1, 3: 2, 4: 3, 7: 4, 8: 5, 9: 6, 10: 7}
+    for name in ("train", "val", "test"):
+        rows = read_split(tmp_path / "prepared", name)
+        assert all(row["label"] == rank[row["rating"]] for row in rows)
+        # The rating is the one in the file name, and the folder agrees with it.
+        assert all((row["rating"] >= 7) == ("/pos/" in row["id"]) for row in rows)
+    assert sorted({row["label"] for row in read_split(tmp_path / "prepared", "val")}) == list(
+        range(8))
+    assert {row["label"] for row in read_split(tmp_path / "prepared", "unsup")} == {-1}
+
+
+def test_imdb_rating_with_too_few_reviews_per_star_stops(tmp_path):
+    tarball = write_tarball(tmp_path / "aclImdb_v1.tar.gz", reviews_per_folder=20)
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["data"].update({"path": str(tarball), "imdb_label": "rating"})
+    with pytest.raises(DataError) as error:
+        prepare(parse_params(raw), tmp_path / "prepared")
+    assert (f"{tarball} (its ratings, data.imdb_label = rating): 8 class(es) with too few "
+            "training reviews ('1': ") in str(error.value)
+    assert "each class needs at least 10" in str(error.value)
+    assert not (tmp_path / "prepared").exists()

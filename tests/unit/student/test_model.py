@@ -1,7 +1,11 @@
+import json
+
 import pytest
 import torch
+from safetensors import safe_open
 
 from kd.student.models import (
+    MULTI_LABEL,
     BiLSTM,
     BiLSTMConfig,
     Ensemble,
@@ -153,3 +157,68 @@ def test_an_ensemble_serves_its_members_mean_logit_and_round_trips(tmp_path):
     assert type(loaded) is Ensemble and len(loaded.members) == 3
     assert meta == {"seeds": [13, 1013, 2013]}
     assert torch.equal(loaded(input_ids), ensemble(input_ids))
+
+
+# K > 2 labels: K logits per review, built beside the two-label students (MULTI_LABEL).
+def test_two_label_checkpoints_do_not_record_num_labels(tmp_path):
+    """The default (two labels) stays out of the header: two-label checkpoints keep their
+    bytes; a K-label one records K and comes back as the K-label twin."""
+    two = build_model("textcnn", {"vocab_size": 30, "embed_dim": 6, "num_filters": 3})
+    assert type(two) is TextCNN and two.output.out_features == 1
+    save_checkpoint(two, tmp_path / "two.safetensors", {})
+    with safe_open(str(tmp_path / "two.safetensors"), framework="pt") as handle:
+        assert "num_labels" not in json.loads(handle.metadata()["student"])["config"]
+    assert type(load_checkpoint(tmp_path / "two.safetensors")[0]) is TextCNN
+
+
+@pytest.mark.parametrize("arch", ["textcnn", "bilstm"])
+def test_k_labels_give_k_logits_and_round_trip(tmp_path, arch):
+    torch.manual_seed(0)
+    config = {"vocab_size": 40, "embed_dim": 6, "num_labels": 4}
+    if arch == "textcnn":
+        config.update(ngram_order=2, ngram_buckets=11)
+    model = build_model(arch, config).eval()
+    assert type(model) is MULTI_LABEL[type(model).__mro__[1]]
+    review = torch.randint(1, 40, (1, 9))
+    logits = model(torch.cat([review, torch.randint(1, 40, (2, 9))]))
+    assert logits.shape == (3, 4)
+    padded = torch.cat([review, torch.zeros((1, 5), dtype=torch.long)], dim=1)
+    assert torch.allclose(model(padded), logits[:1], atol=1e-6)  # padding changes nothing
+    model.logit_scale.fill_(0.5)
+    save_checkpoint(model, tmp_path / "k.safetensors", {})
+    loaded, _ = load_checkpoint(tmp_path / "k.safetensors")
+    assert type(loaded) is type(model) and loaded.config.num_labels == 4
+    assert torch.equal(loaded(review), model(review))
+    assert torch.allclose(torch.jit.script(model)(review), model(review))  # exports script it
+
+
+def test_k_label_ngram_branch_is_k_binary_branches_side_by_side():
+    """Each of the K columns of the n-gram rows is a single-logit NgramBag of its own."""
+    multi = build_model("textcnn", {"vocab_size": 10, "embed_dim": 4, "kernel_sizes": (),
+                                    "ngram_order": 2, "ngram_buckets": 7,
+                                    "num_labels": 3}).eval()
+    assert multi.ngrams.weights.weight.shape == (17, 3)  # K weights per row and bucket
+    assert count_parameters(multi) == 17 * 3 + 3
+    single = TextCNN(TextCNNConfig(vocab_size=10, embed_dim=4, kernel_sizes=(), ngram_order=2,
+                                   ngram_buckets=7)).eval()
+    review = torch.tensor([[3, 4, 5, 0, 0], [9, 1, 0, 0, 0]])
+    with torch.no_grad():
+        multi.ngrams.weights.weight.copy_(torch.arange(51, dtype=torch.float).view(17, 3))
+        multi.output.bias.copy_(torch.tensor([0.5, -1.0, 2.0]))
+    for label in range(3):
+        with torch.no_grad():
+            single.ngrams.weights.weight.copy_(multi.ngrams.weights.weight[:, label:label + 1])
+            single.output.bias.fill_(float(multi.output.bias[label]))
+        assert torch.allclose(multi(review)[:, label], single(review))
+    # By hand for the first review, label 0: rows 3, 4, 5 and bigrams 34, 45 -> buckets.
+    rows = [3, 4, 5, 10 + 34 % 7, 10 + 45 % 7]
+    assert multi(review)[0, 0].item() == pytest.approx(0.5 + sum(3 * row for row in rows)
+                                                       / 5 ** 0.5)
+
+
+def test_a_k_label_config_needs_build_model():
+    with pytest.raises(ValueError, match="TextCNN with num_labels = 3: build it with "
+                                         "build_model, which picks TextCNNMulti"):
+        TextCNN(TextCNNConfig(vocab_size=10, num_labels=3))
+    with pytest.raises(ValueError, match="a classifier needs at least two labels"):
+        build_model("bilstm", {"vocab_size": 10, "num_labels": 1})

@@ -113,3 +113,44 @@ def test_transformer_cannot_have_more_layers_than_the_teacher(tiny_teacher):
 def test_transformer_is_cut_from_the_teacher():
     with pytest.raises(ValueError, match="`student.init_embeddings` = 'random'"):
         parse_params({"student": {"arch": "transformer", "init_embeddings": "random"}})
+
+
+def test_k_label_transformer_with_every_teacher_layer_scores_like_a_k_label_teacher(tmp_path):
+    """A 3-label teacher's classifier becomes the student's three logits, row for row (or in
+    the order `rows` gives): cut to all its layers, the student gives the teacher's logits."""
+    from transformers import AutoConfig
+
+    from helpers import write_tiny_teacher
+    from kd.student.models import (
+        TransformerMulti,
+        build_model,
+        read_teacher_tensors,
+        seed_transformer,
+        teacher_layers,
+    )
+    from kd.student.registry import _BERT_FIELDS
+
+    path = write_tiny_teacher(tmp_path / "teacher3", num_labels=3)
+    config = AutoConfig.from_pretrained(path)
+    teacher = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    teacher_tokens = AutoTokenizer.from_pretrained(path)
+    tokenizer = teacher_tokenizer(path, max_len=40)
+    bert = {key: value for key, value in config.to_dict().items() if key in _BERT_FIELDS}
+    student = build_model("transformer", {
+        "bert": bert, "max_len": 12, "head_tokens": 4, "num_labels": 3,
+        "cls_id": tokenizer.token_to_id("[CLS]"), "sep_id": tokenizer.token_to_id("[SEP]")})
+    assert type(student) is TransformerMulti
+    total = config.num_hidden_layers
+    seed_transformer(student, read_teacher_tensors(path), teacher_layers(total, total))
+    texts = ["great movie ! the plot was dull and boring and the actor was awful", "dull"]
+    with torch.no_grad():
+        expected = torch.stack([teacher(input_ids=torch.tensor([ids])).logits[0] for ids in
+                                encode_head_tail(teacher_tokens, texts, max_len=12,
+                                                 head_tokens=4)])  # (2, 3)
+        got = student.eval()(torch.from_numpy(pad_batch(encode(tokenizer, texts), 1)))
+    assert got.shape == (2, 3) and torch.allclose(got, expected, atol=1e-5)
+    seed_transformer(student, read_teacher_tensors(path), teacher_layers(total, total),
+                     rows=[2, 0, 1])  # the data's label 0 is the teacher's row 2, and so on
+    with torch.no_grad():
+        reordered = student(torch.from_numpy(pad_batch(encode(tokenizer, texts), 1)))
+    assert torch.allclose(reordered, expected[:, [2, 0, 1]], atol=1e-5)

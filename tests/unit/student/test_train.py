@@ -93,3 +93,43 @@ def test_logit_accuracy_counts_the_sign_and_a_zero_logit_as_negative():
     labels = np.array([1, 0, 0, 1, 0])
     # right, right, right (0 is negative), wrong (0 is not positive), wrong
     assert logit_accuracy(logits, labels) == pytest.approx(3 / 5)
+
+
+# K > 2 labels: predictions, accuracy and calibration on (N, K) logits.
+def test_k_label_logit_accuracy_takes_the_largest_logit():
+    logits = np.array([[2.0, 0.1, -1.0], [0.0, 0.0, 3.0], [1.0, 1.0, 0.0], [0.0, 5.0, 4.0]])
+    labels = np.array([0, 2, 1, 2])  # right, right, wrong (the tie goes to 0), wrong
+    assert logit_accuracy(logits, labels) == 0.5
+
+
+def test_k_label_temperature_undoes_a_scale_and_matches_the_binary_fit():
+    from kd.student.train import fit_temperature
+
+    rng = np.random.default_rng(0)
+    true_logits = rng.normal(scale=2.0, size=(4000, 4))  # (N, K)
+    probs = np.exp(true_logits) / np.exp(true_logits).sum(axis=1, keepdims=True)
+    labels = np.array([rng.choice(4, p=row) for row in probs])  # drawn from softmax(logits)
+    assert fit_temperature(3.0 * true_logits, labels) == pytest.approx(3.0, rel=0.05)
+    assert fit_temperature(true_logits, labels) == pytest.approx(1.0, rel=0.05)
+    # Two labels as two logits (0, s): softmax((0, s) / T) = sigmoid(s / T), the same fit.
+    margins = rng.normal(scale=3.0, size=500)
+    binary = (rng.random(500) < 1 / (1 + np.exp(-margins / 2))).astype(int)
+    two_way = np.stack([np.zeros(500), margins], axis=1)
+    assert fit_temperature(two_way, binary) == pytest.approx(fit_temperature(margins, binary),
+                                                           rel=1e-4)
+
+
+def test_k_label_predict_logits_gives_k_per_review_in_order():
+    from kd.student.inference import predict_logits
+    from kd.student.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("textcnn", {"vocab_size": 30, "embed_dim": 6, "num_filters": 3,
+                                    "kernel_sizes": (2,), "num_labels": 3}).eval()
+    reviews = [[5, 6, 7, 8, 9], [3, 4], [10, 11, 12]]
+    logits = predict_logits(model, reviews, batch_size=2)  # sorted by length, two batches
+    assert logits.shape == (3, 3)
+    for row, review in enumerate(reviews):
+        with torch.no_grad():
+            alone = model(torch.tensor([review])).numpy()[0]
+        assert np.allclose(logits[row], alone, atol=1e-6)

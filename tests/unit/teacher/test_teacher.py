@@ -108,3 +108,75 @@ def test_soft_labels_without_metadata_are_refused(tmp_path):
         load_soft_labels(path, ["a"], {})
     with pytest.raises(TeacherError, match="dvc repro teacher_infer"):
         load_soft_labels(tmp_path / "missing.parquet", ["a"], {})
+
+
+# K > 2 labels: a K-label teacher is taken when its labels are the data's, by name.
+def _named_teacher(path, names):
+    from transformers import AutoConfig
+
+    write_tiny_teacher(path, num_labels=len(names))
+    config = AutoConfig.from_pretrained(path)
+    config.id2label = dict(enumerate(names))
+    config.label2id = {name: index for index, name in enumerate(names)}
+    config.save_pretrained(path)
+    return path
+
+
+def test_a_k_label_teacher_maps_its_outputs_to_the_data_labels_by_name(tmp_path):
+    from kd.teacher.scoring import match_teacher_labels
+
+    path = _named_teacher(tmp_path / "t", ["Positive", "negative", "neutral"])
+    config = check_teacher(path, num_labels=3)
+    # The data's labels 0, 1, 2 are negative, neutral, positive: teacher rows 1, 2, 0.
+    assert match_teacher_labels(config, ["negative", "neutral", " positive"], path) == [1, 2, 0]
+
+
+def test_a_k_label_teacher_with_other_names_or_counts_is_refused(tmp_path):
+    from kd.teacher.scoring import match_teacher_labels
+
+    path = _named_teacher(tmp_path / "t", ["LABEL_0", "LABEL_1", "LABEL_2"])
+    config = check_teacher(path, num_labels=3)
+    with pytest.raises(TeacherError) as error:
+        match_teacher_labels(config, ["negative", "neutral", "positive"], path)
+    assert str(error.value).startswith(
+        f"{path}'s labels do not match the data's by name: the teacher has {{'LABEL_0', "
+        "'LABEL_1', 'LABEL_2'}, the data {'negative', 'neutral', 'positive'} (the teacher "
+        "lacks 'negative', 'neutral', 'positive'; the data lacks 'LABEL_0', 'LABEL_1', "
+        "'LABEL_2'). Name the teacher's outputs as the data does")
+    with pytest.raises(TeacherError, match=r"has 3 labels \('LABEL_0', 'LABEL_1', 'LABEL_2'\); "
+                                           "the data has 4: the teacher must have the data's"):
+        check_teacher(path, num_labels=4)
+    with pytest.raises(TeacherError, match="has 3 labels; the teacher must have 2 "
+                                           r"\(negative, positive\)"):
+        check_teacher(path)  # two labels: today's check and message
+
+
+def test_k_label_teacher_scores_k_logits_in_the_data_order(tmp_path):
+    """A 3-label teacher's soft labels: 3 logits a review, reordered to the data's labels by
+    `rows`, written and read back as (N, 3); two-label files keep their 2-logit schema."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from kd.teacher.scoring import assemble, match_teacher_labels, plan_batches, score_batches
+
+    path = _named_teacher(tmp_path / "t", ["positive", "negative", "neutral"])
+    config = check_teacher(path, num_labels=3)
+    rows = match_teacher_labels(config, ["negative", "neutral", "positive"], path)  # [1, 2, 0]
+    model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    texts = ["great " * n + "awful" for n in (3, 0, 7)]
+    batches = plan_batches(tokenizer, texts, 16, 4, 2)
+    teacher_order = assemble(batches, score_batches(model, batches, precision="fp32",
+                                                    rows=[0, 1, 2]), 3, width=3)
+    data_order = assemble(batches, score_batches(model, batches, precision="fp32", rows=rows),
+                          3, width=3)
+    assert data_order.shape == (3, 3)
+    np.testing.assert_array_equal(data_order, teacher_order[:, [1, 2, 0]])
+    save_soft_labels(tmp_path / "k.parquet", ["a", "b", "c"], data_order, {"k": 3})
+    assert pq.read_schema(tmp_path / "k.parquet").field("teacher_logits").type.list_size == 3
+    np.testing.assert_array_equal(load_soft_labels(tmp_path / "k.parquet", ["c", "a"], {}),
+                                  data_order[[2, 0]])
+    save_soft_labels(tmp_path / "two.parquet", ["a"], np.zeros((1, 2), np.float32), {})
+    assert pq.read_schema(tmp_path / "two.parquet").field("teacher_logits").type == pa.list_(
+        pa.float32(), 2)
+    with pytest.raises(TeacherError, match=r"logits of shape \(2, 3\) for a batch of 2"):
+        assemble(batches, score_batches(model, batches, precision="fp32", rows=rows), 3)
