@@ -123,3 +123,29 @@ def write_rows(path: Path, rows: list[dict], fmt: str) -> Path:
 
         Dataset.from_list(rows).save_to_disk(str(path))
     return path
+
+
+SERVE_TEXTS = ["a great and moving film", "boring, dull; a waste", "great " * 300, "ok"]
+
+
+def write_tiny_export(folder: Path, logit_scale: float = 1.0):
+    """A tiny random TextCNN on a word vocabulary of `SERVE_TEXTS`, exported in every form to
+    `folder/export` (`kd.serving.export.export_all`).
+
+    Returns:
+        (the export folder, `export_all`'s paths, the eager model, its tokenizer).
+    """
+    import torch
+
+    from kd.serving.export import export_all
+    from kd.student.models import TextCNN, TextCNNConfig
+    from kd.text import build_tokenizer
+
+    tokenizer = build_tokenizer(SERVE_TEXTS * 2, max_size=100, min_freq=1, max_len=50)
+    tokenizer.save(str(folder / "source_tokenizer.json"))
+    torch.manual_seed(0)
+    model = TextCNN(TextCNNConfig(vocab_size=tokenizer.get_vocab_size(), embed_dim=16,
+                                  num_filters=8)).eval()
+    model.logit_scale.fill_(logit_scale)
+    paths = export_all(model, folder / "source_tokenizer.json", folder / "export", {"demo": 1})
+    return folder / "export", paths, model, tokenizer

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import torch
 import uvicorn
 from fastapi.testclient import TestClient
 from hypothesis import given, settings
@@ -21,30 +20,21 @@ from hypothesis.configuration import set_hypothesis_home_dir
 from prometheus_client.parser import text_string_to_metric_families
 
 import kd.serving.api
+from helpers import SERVE_TEXTS, write_tiny_export
 from kd.serving.api import Batcher, QueueFull, ScoringTimeout, create_app
-from kd.serving.export import export_all
-from kd.student.models import TextCNN, TextCNNConfig
-from kd.text import build_tokenizer
 
 # Hypothesis caches Unicode tables and the constants of the code under test: keep them out of
 # the checkout (its pytest plugin writes them while collecting, before any fixture runs).
 set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "kd-hypothesis")
 
-TEXTS = ["a great and moving film", "boring, dull; a waste", "great " * 300, "ok"]
+TEXTS = SERVE_TEXTS
 MAX_TEXTS, MAX_CHARS = 3, 2000  # the small app's limits: a body over 25,072 bytes is refused
 
 
 @pytest.fixture(scope="module")
 def export(tmp_path_factory):
     """A tiny random student's export folder (every form)."""
-    folder = tmp_path_factory.mktemp("export")
-    tokenizer = build_tokenizer(TEXTS * 2, max_size=100, min_freq=1, max_len=50)
-    tokenizer.save(str(folder / "source_tokenizer.json"))
-    torch.manual_seed(0)
-    model = TextCNN(TextCNNConfig(vocab_size=tokenizer.get_vocab_size(), embed_dim=16,
-                                  num_filters=8)).eval()
-    export_all(model, folder / "source_tokenizer.json", folder / "export", {"demo": 1})
-    return folder / "export"
+    return write_tiny_export(tmp_path_factory.mktemp("export"))[0]
 
 
 @pytest.fixture(scope="module")

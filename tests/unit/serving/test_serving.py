@@ -14,7 +14,7 @@ import torch
 from fastapi.testclient import TestClient
 
 import kd
-from helpers import REPO
+from helpers import REPO, SERVE_TEXTS, write_tiny_export
 from kd.data.labels import read_label_names
 from kd.evaluation.bench import latency_ms, load_test, throughput
 from kd.serving.api import Batcher, create_app
@@ -23,23 +23,17 @@ from kd.serving.runtime import FILES, GROUP_SIZE, OnnxStudent, load_student
 from kd.student.models import Ensemble, TextCNN, TextCNNConfig
 from kd.text import build_tokenizer, encode, pad_batch
 
-TEXTS = ["a great and moving film", "boring, dull; a waste", "great " * 300, "ok"]
+TEXTS = SERVE_TEXTS
 
 
 @pytest.fixture(scope="module")
 def export(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("export")
-    tokenizer = build_tokenizer(TEXTS * 2, max_size=100, min_freq=1, max_len=50)
-    tokenizer.save(str(folder / "source_tokenizer.json"))
-    torch.manual_seed(0)
-    model = TextCNN(TextCNNConfig(vocab_size=tokenizer.get_vocab_size(), embed_dim=16,
-                                  num_filters=8)).eval()
-    model.logit_scale.fill_(0.8)  # a calibrated student: every form must carry the scale
-    paths = export_all(model, folder / "source_tokenizer.json", folder / "export", {"demo": 1})
+    # A calibrated student (logit scale 0.8): every form must carry the scale.
+    folder, paths, model, tokenizer = write_tiny_export(tmp_path_factory.mktemp("export"), 0.8)
     with torch.inference_mode():
         input_ids = torch.from_numpy(pad_batch(encode(tokenizer, TEXTS), 5))
         eager = torch.sigmoid(model(input_ids)).numpy()
-    return folder / "export", paths, eager
+    return folder, paths, eager
 
 
 def test_export_folder_holds_every_form_and_runs_alone(export):
