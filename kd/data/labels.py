@@ -207,14 +207,25 @@ def read_labels(path: str | Path) -> list[str]:
         LabelError: the file is missing (run `dvc repro prepare`) or holds no list of at least
             two names.
     """
+    labels = _names_in(path)
+    if labels is None or len(labels) < 2:
+        raise LabelError(f"{path} holds no label names (`labels`): run `dvc repro prepare`")
+    return labels
+
+
+def _names_in(path: str | Path) -> list[str] | None:
+    """`source.json`'s `labels` when it is a list of names, else None.
+
+    Raises:
+        LabelError: the file is missing (run `dvc repro prepare`).
+    """
     path = Path(path)
     if not path.is_file():
         raise LabelError(f"{path} not found: run `dvc repro prepare` first")
     labels = json.loads(path.read_text()).get("labels")
-    if not (isinstance(labels, list) and len(labels) >= 2
-            and all(isinstance(name, str) for name in labels)):
-        raise LabelError(f"{path} holds no label names (`labels`): run `dvc repro prepare`")
-    return labels
+    if isinstance(labels, list) and all(isinstance(name, str) for name in labels):
+        return labels
+    return None
 
 
 def read_label_names(path: str | Path) -> tuple[str, str]:
@@ -225,16 +236,11 @@ def read_label_names(path: str | Path) -> tuple[str, str]:
         LabelError: the file is missing (run `dvc repro prepare`), holds more than two names
             (K classes: not yet there), or no two names.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise LabelError(f"{path} not found: run `dvc repro prepare` first")
-    labels = json.loads(path.read_text()).get("labels")
-    if (isinstance(labels, list) and len(labels) > 2
-            and all(isinstance(name, str) for name in labels)):
+    labels = _names_in(path)
+    if labels is not None and len(labels) > 2:
         raise LabelError(f"{path} holds {len(labels)} labels ({', '.join(map(repr, labels))}): "
                          "this stage handles two labels so far, K classes are being built "
                          "(issue 28); prepare two labels to run it")
-    if not (isinstance(labels, list) and len(labels) == 2
-            and all(isinstance(name, str) for name in labels)):
+    if labels is None or len(labels) != 2:
         raise LabelError(f"{path} holds no two label names (`labels`): run `dvc repro prepare`")
     return labels[0], labels[1]
